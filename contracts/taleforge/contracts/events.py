@@ -1,0 +1,181 @@
+"""Every event of the story log and of the live channel.
+
+Events are named for what happened. Stream events are kept in JetStream (the source of
+truth, replayable); live events go over core NATS and are not kept.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+
+from taleforge.contracts.envelope import Envelope
+
+MAX_INPUT_CHARS = 4000
+
+
+class InputType(StrEnum):
+    SPEECH = "speech"  # the player character says it
+    ACTION = "action"  # the player character does it
+    CONTINUE = "continue"  # narrate on with no input
+
+
+class ImageKind(StrEnum):
+    SCENE = "scene"
+    PORTRAIT = "portrait"
+
+
+class TokenUsage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input_tokens: NonNegativeInt = 0
+    cached_tokens: NonNegativeInt = 0
+    output_tokens: NonNegativeInt = 0
+    reasoning_tokens: NonNegativeInt = 0
+    total_tokens: NonNegativeInt = 0
+
+
+class SessionStarted(Envelope):
+    """A player started a story session from a scenario."""
+
+    TYPE = "session.started"
+    type: Literal["session.started"] = "session.started"
+    schema_version: Literal[1] = 1
+    scenario_id: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=200)
+    opening: str = Field(default="", max_length=20_000, description="The scenario's opening beat.")
+
+
+class TurnRequested(Envelope):
+    """The player asked for the next beat of the story."""
+
+    TYPE = "turn.requested"
+    type: Literal["turn.requested"] = "turn.requested"
+    schema_version: Literal[1] = 1
+    turn_id: UUID
+    input_type: InputType
+    text: str = Field(default="", max_length=MAX_INPUT_CHARS)
+
+
+class NarrationStarted(Envelope):
+    """The narrator took the turn and is calling the model."""
+
+    TYPE = "narration.started"
+    type: Literal["narration.started"] = "narration.started"
+    schema_version: Literal[1] = 1
+    turn_id: UUID
+    model: str
+    attempt: int = Field(default=1, ge=1, description="JetStream delivery attempt.")
+
+
+class NarrationCompleted(Envelope):
+    """The narrator finished the beat; `text` is the whole narration."""
+
+    TYPE = "narration.completed"
+    type: Literal["narration.completed"] = "narration.completed"
+    schema_version: Literal[1] = 1
+    turn_id: UUID
+    text: str
+    model: str
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    response_id: str | None = None
+    time_to_first_token_ms: float | None = Field(default=None, ge=0)
+    duration_ms: float | None = Field(default=None, ge=0)
+
+
+class TurnFailed(Envelope):
+    """The turn ended without narration; `reason` is readable by the player."""
+
+    TYPE = "turn.failed"
+    type: Literal["turn.failed"] = "turn.failed"
+    schema_version: Literal[1] = 1
+    turn_id: UUID
+    code: str = Field(description="Machine-readable cause, e.g. provider_auth, max_deliveries.")
+    reason: str
+
+
+class ImageRequested(Envelope):
+    """A beat of the story calls for a picture."""
+
+    TYPE = "image.requested"
+    type: Literal["image.requested"] = "image.requested"
+    schema_version: Literal[1] = 1
+    turn_id: UUID
+    image_id: UUID
+    kind: ImageKind = ImageKind.SCENE
+    prompt: str = Field(min_length=1, max_length=4000)
+    negative_prompt: str = Field(default="", max_length=4000)
+    seed: int | None = Field(default=None, ge=0)
+    width: int = Field(default=512, ge=64, le=4096)
+    height: int = Field(default=512, ge=64, le=4096)
+
+
+class ImageCompleted(Envelope):
+    """The image is rendered and its bytes are in object storage."""
+
+    TYPE = "image.completed"
+    type: Literal["image.completed"] = "image.completed"
+    schema_version: Literal[1] = 1
+    turn_id: UUID
+    image_id: UUID
+    bucket: str
+    object_name: str
+    content_type: str = "image/png"
+    size_bytes: NonNegativeInt
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    width: int = Field(ge=1)
+    height: int = Field(ge=1)
+    seed: int | None = None
+
+
+class ImageFailed(Envelope):
+    """The image could not be made; the turn's narration is unaffected."""
+
+    TYPE = "image.failed"
+    type: Literal["image.failed"] = "image.failed"
+    schema_version: Literal[1] = 1
+    turn_id: UUID
+    image_id: UUID
+    code: str
+    reason: str
+
+
+class NarrationDelta(Envelope):
+    """A piece of narration as the model writes it (live channel only, not kept)."""
+
+    TYPE = "narration.delta"
+    type: Literal["narration.delta"] = "narration.delta"
+    schema_version: Literal[1] = 1
+    turn_id: UUID
+    index: NonNegativeInt = Field(description="0-based position of this delta in the turn.")
+    delta: str
+
+
+STREAM_EVENTS: tuple[type[Envelope], ...] = (
+    SessionStarted,
+    TurnRequested,
+    NarrationStarted,
+    NarrationCompleted,
+    TurnFailed,
+    ImageRequested,
+    ImageCompleted,
+    ImageFailed,
+)
+LIVE_EVENTS: tuple[type[Envelope], ...] = (NarrationDelta,)
+ALL_EVENTS: tuple[type[Envelope], ...] = STREAM_EVENTS + LIVE_EVENTS
+
+StoryEvent = Annotated[
+    SessionStarted
+    | TurnRequested
+    | NarrationStarted
+    | NarrationCompleted
+    | TurnFailed
+    | ImageRequested
+    | ImageCompleted
+    | ImageFailed,
+    Field(discriminator="type"),
+]
+LiveEvent = NarrationDelta
