@@ -1,0 +1,52 @@
+"""The STORY stream: the event log every service reads and the source of truth.
+
+The persistence service is its only owner: it creates or updates the stream at start-up.
+Every other service only binds to it (field notes: a stream declared by several services is
+rewritten by whichever starts last).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from taleforge.contracts import STREAM_NAME, STREAM_SUBJECTS
+
+log = logging.getLogger(__name__)
+
+
+def story_stream_config(
+    *,
+    max_age_s: float = 30 * 24 * 3600,
+    max_bytes: int = -1,
+    duplicate_window_s: float = 120.0,
+    replicas: int = 1,
+) -> StreamConfig:
+    # Limits retention keeps events after they are consumed: replay and rebuild need them.
+    return StreamConfig(
+        name=STREAM_NAME,
+        subjects=list(STREAM_SUBJECTS),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=max_age_s,
+        max_bytes=max_bytes,
+        duplicate_window=duplicate_window_s,
+        num_replicas=replicas,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig | None = None) -> None:
+    """Create the STORY stream, or bring an existing one to `config`. Idempotent."""
+    wanted = config or story_stream_config()
+    try:
+        await js.stream_info(STREAM_NAME)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        log.info("created stream %s", STREAM_NAME)
+        return
+    await js.update_stream(wanted)
+    log.info("stream %s is up to date", STREAM_NAME)
