@@ -19,6 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PG_SYSTEM_USER = "pgserver"  # postgres refuses to run as root; pgserver uses this user too
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the process that started it dies (Linux).
+
+    Children run in their own session so a terminal's Ctrl-C reaches only the parent, which
+    then stops them in order; this makes sure none outlives a parent that was killed.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
 
 
 def free_port() -> int:
@@ -74,7 +90,10 @@ class EmbeddedNats:
             "--server_name", f"taleforge-dev-{self.port}",
         ]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         _wait_for_port(self.port, self.proc, "nats-server", timeout)
         return self.url
 
@@ -162,7 +181,10 @@ class EmbeddedPostgres:
             "-c", "max_connections=200", "-c", "shared_buffers=128MB",
         ]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, user=self._run_as)
+        self.proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, user=self._run_as,
+            start_new_session=True, preexec_fn=die_with_parent,
+        )
         _wait_for_port(self.port, self.proc, "postgres", timeout)
         self._wait_ready(timeout)
         self.create_database(self.database)

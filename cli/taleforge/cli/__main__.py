@@ -1,0 +1,3 @@
+from taleforge.cli.main import main
+
+raise SystemExit(main())
