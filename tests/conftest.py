@@ -84,7 +84,9 @@ async def database_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
     try:
         yield postgres_server.url(name)
     finally:
-        await _admin_execute(postgres_server.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _admin_execute(
+            postgres_server.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        )
 
 
 @pytest.fixture

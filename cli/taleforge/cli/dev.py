@@ -64,8 +64,8 @@ class DevConfig:
             name: free_port()
             for name in ("nats_port", "pg_port", "api_port", "openai_port", "comfyui_port")
         }
-        ports.update(overrides)  # type: ignore[arg-type]
-        return cls(data_dir=data_dir, **ports)  # type: ignore[arg-type]
+        fields: dict[str, object] = {**ports, **overrides}
+        return cls(data_dir=data_dir, **fields)  # type: ignore[arg-type]
 
 
 class DevStack:
@@ -104,7 +104,7 @@ class DevStack:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         logs = cfg.data_dir / "logs"
         logs.mkdir(exist_ok=True)
-        env = {k: v for k, v in os.environ.items()}
+        env = dict(os.environ)
         env.update({"PYTHONUNBUFFERED": "1", "JWT_SECRET": env.get("JWT_SECRET", DEV_JWT_SECRET)})
 
         if cfg.nats_url:
@@ -147,8 +147,15 @@ class DevStack:
         else:
             sandbox = self._spawn(
                 "openai-sbx",
-                [sys.executable, "-m", "taleforge.sandboxes.openai", "--port",
-                 str(cfg.openai_port), "--token-delay-ms", str(cfg.openai_token_delay_ms)],
+                [
+                    sys.executable,
+                    "-m",
+                    "taleforge.sandboxes.openai",
+                    "--port",
+                    str(cfg.openai_port),
+                    "--token-delay-ms",
+                    str(cfg.openai_token_delay_ms),
+                ],
             )
             sandbox.wait_for_line("listening on", 30)
             env["OPENAI_BASE_URL"] = cfg.openai_base_url or f"http://127.0.0.1:{cfg.openai_port}/v1"
@@ -158,8 +165,15 @@ class DevStack:
         else:
             sandbox = self._spawn(
                 "comfyui-sbx",
-                [sys.executable, "-m", "taleforge.sandboxes.comfyui", "--port",
-                 str(cfg.comfyui_port), "--render-ms", str(cfg.comfyui_render_ms)],
+                [
+                    sys.executable,
+                    "-m",
+                    "taleforge.sandboxes.comfyui",
+                    "--port",
+                    str(cfg.comfyui_port),
+                    "--render-ms",
+                    str(cfg.comfyui_render_ms),
+                ],
             )
             sandbox.wait_for_line("listening on", 30)
             env["COMFYUI_URL"] = f"http://127.0.0.1:{cfg.comfyui_port}"
@@ -222,7 +236,8 @@ class DevStack:
 
     def dead_children(self) -> list[str]:
         return [
-            name for name, child in self.children.items()
+            name
+            for name, child in self.children.items()
             if name != "migrate" and child.proc is not None and child.proc.poll() is not None
         ]
 

@@ -84,14 +84,21 @@ class EmbeddedNats:
         args = [
             nats_server_binary(),
             "-js",
-            "-a", "127.0.0.1",
-            "-p", str(self.port),
-            "-sd", str(self.data_dir),
-            "--server_name", f"taleforge-dev-{self.port}",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-sd",
+            str(self.data_dir),
+            "--server_name",
+            f"taleforge-dev-{self.port}",
         ]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             preexec_fn=die_with_parent,
         )
         _wait_for_port(self.port, self.proc, "nats-server", timeout)
@@ -162,9 +169,20 @@ class EmbeddedPostgres:
         self._chown(self.data_dir)
         self._chown(pgdata)
         subprocess.run(
-            [_pg_bin("initdb"), "-D", str(pgdata), "-U", self.user, "--auth=trust",
-             "--encoding=UTF8", "--locale=C", "--no-sync"],
-            check=True, capture_output=True, user=self._run_as,
+            [
+                _pg_bin("initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            user=self._run_as,
         )
 
     def start(self, timeout: float = 30.0) -> str:
@@ -174,16 +192,35 @@ class EmbeddedPostgres:
         if not self.port:
             self.port = free_port()
         args = [
-            _pg_bin("postgres"), "-D", str(self.data_dir / "pgdata"),
-            "-h", "127.0.0.1", "-p", str(self.port), "-k", "",
+            _pg_bin("postgres"),
+            "-D",
+            str(self.data_dir / "pgdata"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-k",
+            "",
             # Dev/test cluster: durability traded for speed; production is Supabase.
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-            "-c", "max_connections=200", "-c", "shared_buffers=128MB",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=128MB",
         ]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, user=self._run_as,
-            start_new_session=True, preexec_fn=die_with_parent,
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            user=self._run_as,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         _wait_for_port(self.port, self.proc, "postgres", timeout)
         self._wait_ready(timeout)
@@ -204,9 +241,25 @@ class EmbeddedPostgres:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         done = subprocess.run(
-            [_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user,
-             "-d", database, "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql],
-            check=True, capture_output=True, text=True,
+            [
+                _pg_bin("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tA",
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return done.stdout.strip()
 

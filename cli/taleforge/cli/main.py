@@ -1,9 +1,9 @@
 """`taleforge`: the developer CLI.
 
-    taleforge dev                 run the whole stack locally (what `make dev` runs)
-    taleforge token [--user ID]   print a dev access token
-    taleforge sandbox openai|comfyui [ARGS]   run one sandbox server
-    taleforge schemas export      write the events' JSON Schemas into contracts/schemas
+taleforge dev                 run the whole stack locally (what `make dev` runs)
+taleforge token [--user ID]   print a dev access token
+taleforge sandbox openai|comfyui [ARGS]   run one sandbox server
+taleforge schemas export      write the events' JSON Schemas into contracts/schemas
 """
 
 from __future__ import annotations
@@ -106,15 +106,20 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taleforge", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="taleforge", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="run the whole stack locally")
-    dev.add_argument("--data-dir", default=str(_default_data_dir()),
-                     help="where NATS and Postgres keep their data (default .var/dev)")
-    dev.add_argument("--token-delay-ms", type=int, default=25,
-                     help="OpenAI sandbox delay per streamed token")
+    dev.add_argument(
+        "--data-dir",
+        default=str(_default_data_dir()),
+        help="where NATS and Postgres keep their data (default .var/dev)",
+    )
+    dev.add_argument(
+        "--token-delay-ms", type=int, default=25, help="OpenAI sandbox delay per streamed token"
+    )
     dev.add_argument("--render-ms", type=int, default=800, help="ComfyUI sandbox render time")
     dev.set_defaults(func=cmd_dev)
 

@@ -39,7 +39,8 @@ class Envelope(BaseModel):
     def subject(self) -> str:
         from taleforge.contracts.subjects import event_subject
 
-        return event_subject(self.session_id, self.type)
+        subject: str = event_subject(self.session_id, self.type)
+        return subject
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()

@@ -62,7 +62,9 @@ def _validate(payload: dict[str, Any], known: dict[str, type[Envelope]]) -> Enve
     try:
         return cls.model_validate(payload)
     except ValidationError as exc:
-        raise InvalidEvent(f"invalid {event_type}: {_describe(exc)}", event_type=event_type) from exc
+        raise InvalidEvent(
+            f"invalid {event_type}: {_describe(exc)}", event_type=event_type
+        ) from exc
 
 
 def parse_event(data: bytes | str | dict[str, Any]) -> StoryEvent:

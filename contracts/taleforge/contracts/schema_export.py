@@ -21,7 +21,9 @@ def render_schemas() -> dict[str, str]:
     for cls in ALL_EVENTS:
         schema = cls.model_json_schema(mode="serialization")
         schema["$id"] = f"https://taleforge.dev/schemas/{cls.TYPE}.v{cls.VERSION}.json"
-        rendered[f"{cls.TYPE}.v{cls.VERSION}.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        rendered[f"{cls.TYPE}.v{cls.VERSION}.json"] = (
+            json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        )
     return rendered
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs them all. Figures are printed, never asserted in tests."""
