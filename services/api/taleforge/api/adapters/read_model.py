@@ -1,0 +1,143 @@
+"""Queries over the read model the persistence service projects into Postgres.
+
+Read-only: these tables mirror the persistence schema (it owns the migrations) and are never
+created from here. Every query filters by the caller's user id, so another player's ids look
+exactly like unknown ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    Row,
+    Table,
+    Text,
+    Uuid,
+    select,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+metadata = MetaData()
+
+story_sessions = Table(
+    "story_sessions",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Uuid),
+    Column("scenario_id", Text),
+    Column("title", Text),
+    Column("opening", Text),
+    Column("turn_count", Integer),
+    Column("created_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True)),
+)
+
+turns = Table(
+    "turns",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("session_id", Uuid),
+    Column("user_id", Uuid),
+    Column("seq", Integer),
+    Column("input_type", Text),
+    Column("input_text", Text),
+    Column("status", Text),
+    Column("narration", Text),
+    Column("model", Text),
+    Column("input_tokens", Integer),
+    Column("cached_tokens", Integer),
+    Column("output_tokens", Integer),
+    Column("reasoning_tokens", Integer),
+    Column("total_tokens", Integer),
+    Column("response_id", Text),
+    Column("time_to_first_token_ms", Float),
+    Column("duration_ms", Float),
+    Column("error_code", Text),
+    Column("error", Text),
+    Column("requested_at", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+)
+
+images = Table(
+    "images",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("session_id", Uuid),
+    Column("turn_id", Uuid),
+    Column("user_id", Uuid),
+    Column("kind", Text),
+    Column("status", Text),
+    Column("prompt", Text),
+    Column("seed", Integer),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("bucket", Text),
+    Column("object_name", Text),
+    Column("content_type", Text),
+    Column("size_bytes", Integer),
+    Column("sha256", Text),
+    Column("error_code", Text),
+    Column("error", Text),
+    Column("requested_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+)
+
+
+async def ping(conn: AsyncConnection) -> None:
+    await conn.execute(text("SELECT 1"))
+
+
+async def get_session(conn: AsyncConnection, session_id: UUID, user_id: UUID) -> Row[Any] | None:
+    query = select(story_sessions).where(
+        story_sessions.c.id == session_id, story_sessions.c.user_id == user_id
+    )
+    return (await conn.execute(query)).first()
+
+
+async def wait_for_session(
+    conn: AsyncConnection,
+    session_id: UUID,
+    user_id: UUID,
+    *,
+    timeout_s: float,
+    interval_s: float = 0.02,
+) -> Row[Any] | None:
+    """Poll until persistence has projected the session, or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = await get_session(conn, session_id, user_id)
+        # End the transaction so the next poll reads a fresh snapshot whatever the isolation.
+        await conn.rollback()
+        if row is not None or time.monotonic() >= deadline:
+            return row
+        await asyncio.sleep(interval_s)
+
+
+async def get_turn(conn: AsyncConnection, turn_id: UUID, user_id: UUID) -> Row[Any] | None:
+    query = select(turns).where(turns.c.id == turn_id, turns.c.user_id == user_id)
+    return (await conn.execute(query)).first()
+
+
+async def list_turn_images(conn: AsyncConnection, turn_id: UUID, user_id: UUID) -> list[Row[Any]]:
+    query = (
+        select(images)
+        .where(images.c.turn_id == turn_id, images.c.user_id == user_id)
+        .order_by(images.c.requested_at, images.c.id)
+    )
+    return list((await conn.execute(query)).all())
+
+
+async def get_image(conn: AsyncConnection, image_id: UUID, user_id: UUID) -> Row[Any] | None:
+    query = select(images).where(images.c.id == image_id, images.c.user_id == user_id)
+    return (await conn.execute(query)).first()

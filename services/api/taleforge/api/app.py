@@ -1,0 +1,96 @@
+"""Composition root: build the FastAPI app and wire NATS, Postgres and the routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from faststream.nats import NatsBroker
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from taleforge.api.accepted_turns import AcceptedTurns
+from taleforge.api.adapters.bus import BusUnavailable, EventBus
+from taleforge.api.problems import install_problem_handlers
+from taleforge.api.routes import health, images, sessions, story, turns
+from taleforge.api.settings import Settings
+from taleforge.contracts import STREAM_NAME
+
+log = logging.getLogger(__name__)
+
+_DB_DOWN = "the database is unavailable; try again shortly"
+_BUS_DOWN = "the event bus (NATS JetStream) is unavailable; try again shortly"
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        settings.database_url,
+        pool_pre_ping=True,
+        connect_args={"timeout": settings.db_connect_timeout_s},
+    )
+
+
+def create_broker(settings: Settings) -> NatsBroker:
+    # A publisher only: no subscribers, so nothing to drain beyond in-flight publishes.
+    return NatsBroker(settings.nats_url, max_reconnect_attempts=-1, graceful_timeout=10.0)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    broker: NatsBroker | None = None,
+    engine: AsyncEngine | None = None,
+) -> FastAPI:
+    """The API app. The lifespan connects `broker` and disposes `engine` (built if None)."""
+    settings = settings or Settings()
+    broker = broker or create_broker(settings)
+    engine = engine or create_engine(settings)
+    bus = EventBus(broker, publish_timeout_s=settings.publish_timeout_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await broker.start()
+        log.info("connected to NATS at %s", settings.nats_url)
+        if not await bus.wait_for_stream(settings.stream_wait_s):
+            log.warning("stream %s still missing; publishes fail until it exists", STREAM_NAME)
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Taleforge API",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Start story sessions, move the story on, read turns and images.",
+    )
+    app.state.settings = settings
+    app.state.broker = broker
+    app.state.engine = engine
+    app.state.bus = bus
+    app.state.accepted_turns = AcceptedTurns()
+
+    install_problem_handlers(
+        app,
+        unavailable={
+            BusUnavailable: _BUS_DOWN,
+            OperationalError: _DB_DOWN,
+            InterfaceError: _DB_DOWN,
+            OSError: _DB_DOWN,
+        },
+    )
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match"],
+            expose_headers=["ETag"],
+        )
+    for router in (health.router, sessions.router, story.router, turns.router, images.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,72 @@
+"""Typed dependencies the routes declare: the caller, a read-model connection, the bus."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from taleforge.api.adapters.bus import EventBus
+from taleforge.api.auth import InvalidCredentials, User, verify_token
+from taleforge.api.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="A Supabase-style HS256 JWT; `sub` = user id.")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_bus(request: Request) -> EventBus:
+    bus: EventBus = request.app.state.bus
+    return bus
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+Bus = Annotated[EventBus, Depends(get_bus)]
+
+
+async def get_db(
+    engine: Annotated[AsyncEngine, Depends(get_engine)],
+) -> AsyncIterator[AsyncConnection]:
+    async with engine.connect() as conn:
+        yield conn
+
+
+DbSession = Annotated[AsyncConnection, Depends(get_db)]
+
+
+def _unauthorized(reason: str) -> HTTPException:
+    return HTTPException(
+        status_code=401,
+        detail=reason,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+async def current_user(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None:
+        raise _unauthorized("an 'Authorization: Bearer <token>' header is required")
+    try:
+        return verify_token(
+            credentials.credentials,
+            secret=settings.jwt_secret.get_secret_value(),
+            audience=settings.jwt_audience,
+        )
+    except InvalidCredentials as exc:
+        raise _unauthorized(exc.reason) from exc
+
+
+CurrentUser = Annotated[User, Depends(current_user)]

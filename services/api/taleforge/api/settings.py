@@ -1,0 +1,51 @@
+"""Configuration of the API service, read from the environment."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from taleforge.contracts import IMAGE_BUCKET
+
+# The CLI mints development tokens with this secret; production sets JWT_SECRET.
+DEV_JWT_SECRET = "taleforge-dev-secret-not-for-production-0123456789"
+
+
+def _env(name: str) -> AliasChoices:
+    # Accept the environment name and the field name, so tests can write Settings(nats_url=...).
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    nats_url: str = Field("nats://127.0.0.1:4222", validation_alias=_env("NATS_URL"))
+    database_url: str = Field(
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/taleforge",
+        validation_alias=_env("DATABASE_URL"),
+    )
+    jwt_secret: SecretStr = Field(SecretStr(DEV_JWT_SECRET), validation_alias=_env("JWT_SECRET"))
+    jwt_audience: str = Field("authenticated", validation_alias=_env("API_JWT_AUDIENCE"))
+    host: str = Field("127.0.0.1", validation_alias=_env("API_HOST"))
+    port: int = Field(8000, ge=0, le=65535, validation_alias=_env("API_PORT"))
+    cors_origins: str = Field(
+        "", validation_alias=_env("API_CORS_ORIGINS"), description="Comma-separated origins."
+    )
+    session_visible_timeout_s: float = Field(
+        5.0, ge=0, validation_alias=_env("API_SESSION_VISIBLE_TIMEOUT_S")
+    )
+    session_poll_interval_s: float = Field(
+        0.02, gt=0, validation_alias=_env("API_SESSION_POLL_INTERVAL_S")
+    )
+    image_bucket: str = Field(IMAGE_BUCKET, validation_alias=_env("IMAGE_BUCKET"))
+    image_max_age_s: int = Field(86400, ge=0, validation_alias=_env("API_IMAGE_MAX_AGE_S"))
+    publish_timeout_s: float = Field(5.0, gt=0, validation_alias=_env("API_PUBLISH_TIMEOUT_S"))
+    stream_wait_s: float = Field(30.0, ge=0, validation_alias=_env("API_STREAM_WAIT_S"))
+    db_connect_timeout_s: float = Field(
+        5.0, gt=0, validation_alias=_env("API_DB_CONNECT_TIMEOUT_S")
+    )
+    log_level: str = Field("INFO", validation_alias=_env("API_LOG_LEVEL"))
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
