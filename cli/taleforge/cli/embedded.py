@@ -22,19 +22,22 @@ PG_SYSTEM_USER = "pgserver"  # postgres refuses to run as root; pgserver uses th
 PR_SET_PDEATHSIG = 1
 
 
+try:  # loaded up front: importing in a freshly forked child is not safe
+    import ctypes
+
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # not Linux/glibc: children just don't get the parent-death signal
+    _LIBC = None
+
+
 def die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM when the process that started it dies (Linux).
 
     Children run in their own session so a terminal's Ctrl-C reaches only the parent, which
     then stops them in order; this makes sure none outlives a parent that was killed.
     """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
