@@ -122,7 +122,12 @@ class EmbeddedNats:
 
 
 def _pg_bin(name: str) -> str:
-    from pgserver._commands import POSTGRES_BIN_PATH
+    import warnings
+
+    with warnings.catch_warnings():
+        # pgserver's import looks up a runtime dir we never use (its own server manager's).
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        from pgserver._commands import POSTGRES_BIN_PATH
 
     return str(POSTGRES_BIN_PATH / name)
 
