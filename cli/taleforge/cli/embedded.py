@@ -159,9 +159,12 @@ class EmbeddedPostgres:
     def _prepare_user(self) -> None:
         if os.geteuid() != 0:
             return
-        from pgserver.utils import ensure_user_exists
+        import pwd
 
-        ensure_user_exists(PG_SYSTEM_USER)
+        try:
+            pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", PG_SYSTEM_USER], check=True, capture_output=True)
         self._run_as = PG_SYSTEM_USER
         _open_path_to(self.data_dir)
 
