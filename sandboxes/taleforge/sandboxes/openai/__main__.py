@@ -1,0 +1,3 @@
+from taleforge.sandboxes.openai.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""POST /v1/chat/completions: plain JSON, or chunks ending with `data: [DONE]`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from taleforge.sandboxes.openai.generation import Generation, generate, paced
+from taleforge.sandboxes.openai.prompt import all_text
+from taleforge.sandboxes.openai.state import SandboxState, StreamFault
+from taleforge.sandboxes.openai.wire import chat_chunk, chat_completion, new_id, sse
+
+router = APIRouter()
+
+_SYSTEM_ROLES = ("system", "developer")
+
+
+async def _chunks(
+    body: dict[str, Any], gen: Generation, fault: StreamFault, delay_ms: float
+) -> AsyncIterator[bytes]:
+    completion_id, created = new_id("chatcmpl"), int(time.time())
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    def chunk(delta: dict[str, Any] | None, **extra: Any) -> bytes:
+        data = chat_chunk(
+            body,
+            completion_id=completion_id,
+            created=created,
+            delta=delta,
+            with_usage_field=include_usage,
+            **extra,
+        )
+        return sse(None, data)
+
+    yield chunk({"role": "assistant", "content": "", "refusal": None})
+    async for token in paced(gen.tokens, fault, delay_ms):
+        yield chunk({"content": token})
+    yield chunk({}, finish_reason="stop")
+    if include_usage:
+        yield chunk(None, usage=gen.usage)
+    yield sse(None, "[DONE]")
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(request: Request) -> Response:
+    state: SandboxState = request.app.state.sandbox
+    body = await request.json()
+    state.record("POST", "/v1/chat/completions", body)
+    failure = state.call_fault(request.headers.get("authorization"))
+    if failure is not None:
+        return failure
+    messages = body.get("messages") or []
+    system = [
+        m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")
+    ]
+    others = [m for m in messages if m not in system]
+    gen = generate(state, "\n".join(all_text(system)), others)
+    if body.get("stream"):
+        chunks = _chunks(body, gen, state.stream_fault(), state.config.token_delay_ms)
+        return StreamingResponse(chunks, media_type="text/event-stream")
+    completion = chat_completion(
+        body, completion_id=new_id("chatcmpl"), text=gen.text, usage=gen.usage
+    )
+    return JSONResponse(completion)

@@ -1,0 +1,59 @@
+"""Settings of the OpenAI sandbox: pacing, auth and the faults it can inject."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
+
+
+class FaultConfig(BaseModel):
+    """Faults to inject, replaceable at run time through `PUT /_sandbox/faults`.
+
+    Counters start again whenever the faults are replaced: "the first N calls" means the
+    first N model calls (responses or chat completions) after the settings took effect.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_limit_first_n: NonNegativeInt = Field(
+        default=0, description="Answer the first N calls with 429 rate_limit_exceeded."
+    )
+    retry_after_s: NonNegativeFloat = Field(
+        default=0.05,
+        description="Sent with each 429 as retry-after-ms (exact) and retry-after (whole seconds).",
+    )
+    server_error_next_n: NonNegativeInt = Field(
+        default=0, description="After the 429s, answer the next N calls with 500."
+    )
+    insufficient_quota: bool = Field(
+        default=False, description="Answer every call with 429 insufficient_quota (no retry)."
+    )
+    auth_failure: bool = Field(
+        default=False, description="Answer every call with 401 invalid_api_key."
+    )
+    stall_after_deltas: NonNegativeInt | None = Field(
+        default=None, description="Streams stop sending after this many text deltas."
+    )
+    stall_s: NonNegativeFloat | None = Field(
+        default=None, description="How long a stall lasts; None stalls until the client leaves."
+    )
+    drop_after_deltas: NonNegativeInt | None = Field(
+        default=None, description="Streams close the connection abruptly after this many deltas."
+    )
+    stream_fault_calls: NonNegativeInt | None = Field(
+        default=None,
+        description="How many streamed calls the stall/drop applies to; None means all of them.",
+    )
+
+
+class OpenAISandboxConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token_delay_ms: NonNegativeFloat = Field(default=0, description="Pause before each delta.")
+    require_api_key: bool = Field(
+        default=False, description="Answer 401 when the request has no bearer token."
+    )
+    models: list[str] = Field(
+        default_factory=lambda: ["gpt-4.1-mini", "gpt-4.1", "gpt-4o-mini"],
+        description="What GET /v1/models lists (any model name is accepted).",
+    )
+    faults: FaultConfig = Field(default_factory=FaultConfig)

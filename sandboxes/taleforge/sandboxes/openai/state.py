@@ -1,0 +1,125 @@
+"""What the sandbox remembers at run time: requests seen, fault settings and counters."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from taleforge.sandboxes.openai.config import FaultConfig, OpenAISandboxConfig
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    code: str | None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An error in OpenAI's shape, which the SDK turns into its typed exceptions."""
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@dataclass
+class StreamFault:
+    """What a streamed call should do after some deltas: stall for a while, or drop."""
+
+    stall_after: int | None = None
+    stall_s: float | None = None
+    drop_after: int | None = None
+
+
+@dataclass
+class SandboxState:
+    config: OpenAISandboxConfig
+    faults: FaultConfig = field(init=False)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    calls: int = 0
+    streamed_calls: int = 0
+    seen_instructions: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.faults = self.config.faults.model_copy()
+
+    def replace_faults(self, faults: FaultConfig) -> None:
+        self.faults = faults
+        self.calls = 0
+        self.streamed_calls = 0
+
+    def record(self, method: str, path: str, body: Any) -> None:
+        self.requests.append({"method": method, "path": path, "time": time.time(), "body": body})
+
+    def cached_tokens(self, instructions: str, instruction_words: int) -> int:
+        """A stand-in for prompt caching: a repeated instructions prefix counts as cached."""
+        if not instructions:
+            return 0
+        if instructions in self.seen_instructions:
+            return instruction_words
+        self.seen_instructions.add(instructions)
+        return 0
+
+    def call_fault(self, authorization: str | None) -> JSONResponse | None:
+        """The error this model call must get, if any; counts the call."""
+        if self.config.require_api_key and not (authorization or "").startswith("Bearer "):
+            return error_response(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                type_="invalid_request_error",
+                code=None,
+            )
+        self.calls += 1
+        faults = self.faults
+        if faults.auth_failure:
+            return error_response(
+                401,
+                "Incorrect API key provided: sk-*****. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                type_="invalid_request_error",
+                code="invalid_api_key",
+            )
+        if faults.insufficient_quota:
+            return error_response(
+                429,
+                "You exceeded your current quota, please check your plan and billing details.",
+                type_="insufficient_quota",
+                code="insufficient_quota",
+            )
+        if self.calls <= faults.rate_limit_first_n:
+            wait = faults.retry_after_s
+            headers = {
+                "retry-after-ms": str(round(wait * 1000)),
+                "retry-after": str(max(1, round(wait + 0.499))),
+            }
+            return error_response(
+                429,
+                f"Rate limit reached (sandbox). Please try again in {wait:g}s.",
+                type_="requests",
+                code="rate_limit_exceeded",
+                headers=headers,
+            )
+        if self.calls <= faults.rate_limit_first_n + faults.server_error_next_n:
+            return error_response(
+                500,
+                "The server had an error while processing your request. Sorry about that!",
+                type_="server_error",
+                code=None,
+            )
+        return None
+
+    def stream_fault(self) -> StreamFault:
+        """The mid-stream fault for this streamed call; counts the streamed call."""
+        self.streamed_calls += 1
+        faults = self.faults
+        limit = faults.stream_fault_calls
+        if limit is not None and self.streamed_calls > limit:
+            return StreamFault()
+        return StreamFault(
+            stall_after=faults.stall_after_deltas,
+            stall_s=faults.stall_s,
+            drop_after=faults.drop_after_deltas,
+        )
