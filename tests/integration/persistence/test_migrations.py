@@ -38,3 +38,21 @@ async def test_async_upgrade_inside_a_running_loop(database_url: str) -> None:
     await upgrade_to_head_async(database_url)
     await upgrade_to_head_async(database_url)  # idempotent at head
     assert TABLES <= await _tables(database_url)
+
+
+async def test_models_match_the_migrations(migrated_database_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from taleforge.persistence.models import Base
+
+    engine = create_async_engine(migrated_database_url)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+            )
+    finally:
+        await engine.dispose()
+    assert diff == []

@@ -10,10 +10,18 @@ from __future__ import annotations
 import logging
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import NotFoundError
 
-from taleforge.contracts import STREAM_NAME, STREAM_SUBJECTS
+from taleforge.contracts import STREAM_NAME, STREAM_SUBJECTS, events_filter
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +58,28 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig | None = None
         return
     await js.update_stream(wanted)
     log.info("stream %s is up to date", STREAM_NAME)
+
+
+def persistence_consumer_config(
+    *,
+    durable_name: str = "persistence",
+    ack_wait_s: float = 30.0,
+    max_deliver: int = 1000,
+) -> ConsumerConfig:
+    # One message in flight: events apply strictly in stream order (a turn's seq, and a
+    # status never moving backwards, depend on it), including while one is being retried.
+    return ConsumerConfig(
+        durable_name=durable_name,
+        filter_subject=events_filter(),
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait_s,
+        max_deliver=max_deliver,
+        max_ack_pending=1,
+    )
+
+
+async def ensure_consumer(js: JetStreamContext, config: ConsumerConfig) -> None:
+    """Create the durable consumer or update it to `config` (FastStream would keep an old one)."""
+    await js.add_consumer(STREAM_NAME, config=config)
+    log.info("consumer %s on %s is up to date", config.durable_name, STREAM_NAME)

@@ -7,6 +7,8 @@ Create Date: 2026-11-21
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import UUID
@@ -17,12 +19,12 @@ branch_labels = None
 depends_on = None
 
 
-def _tz(name: str, *, nullable: bool = True, now: bool = False) -> sa.Column:
+def _tz(name: str, *, nullable: bool = True, now: bool = False) -> sa.Column[Any]:
     default = sa.text("now()") if now else None
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable, server_default=default)
 
 
-def _zero(name: str) -> sa.Column:
+def _zero(name: str) -> sa.Column[Any]:
     return sa.Column(name, sa.Integer(), nullable=False, server_default=sa.text("0"))
 
 

@@ -1,0 +1,105 @@
+"""Postgres writes: apply an event exactly once, record a dead letter.
+
+Integrity and data errors from Postgres are as permanent as a missing parent row: the same
+event would fail again, so they become `EventRejected`. Connection trouble is transient
+(`is_transient`): the caller retries later.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from taleforge.contracts import StoryEvent
+from taleforge.persistence.models import Base, DeadLetter, ProcessedEvent
+from taleforge.persistence.projection import EventRejected, project
+
+processed_events = Base.metadata.tables[ProcessedEvent.__tablename__]
+dead_letters = Base.metadata.tables[DeadLetter.__tablename__]
+
+
+def create_engine(database_url: str, *, pool_size: int = 2) -> AsyncEngine:
+    # pool_pre_ping: a connection Postgres dropped is replaced instead of failing an event.
+    return create_async_engine(database_url, pool_size=pool_size, pool_pre_ping=True)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that may pass on retry: the database is down, busy or restarting."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+class Repository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def apply_event(self, event: StoryEvent, stream_seq: int | None = None) -> bool:
+        """Apply `event` once. False when it was already applied (a redelivery or replay)."""
+        try:
+            async with self.engine.begin() as conn:
+                first_time = await conn.scalar(
+                    insert(processed_events)
+                    .values(
+                        event_id=event.event_id,
+                        event_type=event.type,
+                        session_id=event.session_id,
+                        stream_seq=stream_seq,
+                    )
+                    .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
+                    .returning(processed_events.c.event_id)
+                )
+                if first_time is None:
+                    return False
+                await project(conn, event)
+        except (IntegrityError, DataError) as exc:
+            raise EventRejected(f"{event.type} violates a constraint: {_first_line(exc)}") from exc
+        return True
+
+    async def record_dead_letter(
+        self,
+        *,
+        stream_seq: int | None,
+        subject: str,
+        payload: bytes,
+        reason: str,
+        delivery_count: int,
+    ) -> None:
+        """Keep a message the projection gave up on, once per stream sequence."""
+        now = datetime.now(UTC)
+        statement = insert(dead_letters).values(
+            stream_seq=stream_seq,
+            subject=subject,
+            # Postgres text cannot hold NUL; the payload is kept for people to read.
+            payload=payload.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
+            reason=reason,
+            delivery_count=delivery_count,
+            first_seen_at=now,
+            last_seen_at=now,
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[dead_letters.c.stream_seq],
+            set_={
+                "reason": statement.excluded.reason,
+                "delivery_count": statement.excluded.delivery_count,
+                "last_seen_at": statement.excluded.last_seen_at,
+            },
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(statement)
+
+    async def count_dead_letters(self) -> int:
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(dead_letters)) or 0)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
