@@ -1,0 +1,1 @@
+"""Taleforge illustrator: renders requested images with ComfyUI into the NATS object store."""

@@ -1,0 +1,101 @@
+"""The bus handler: one ImageRequested in, an ack/nak/term decision out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from faststream.nats.annotations import NatsMessage as NatsMessageParam
+from faststream.nats.message import NatsMessage
+
+from taleforge.contracts import ImageRequested, InvalidEvent, parse_event
+from taleforge.illustrator.adapters.comfyui import ComfyUIError
+from taleforge.illustrator.rendering import Illustrator
+from taleforge.illustrator.settings import Settings
+from taleforge.illustrator.workflows import WorkflowError
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 60.0
+
+
+@contextlib.asynccontextmanager
+async def heartbeats(msg: NatsMessage, every_s: float) -> AsyncIterator[None]:
+    """Tell JetStream we are still working, so a long render is not redelivered."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def backoff_s(settings: Settings, attempt: int) -> float:
+    return float(min(settings.retry_backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
+
+
+async def render_image(msg: NatsMessage, illustrator: Illustrator, settings: Settings) -> None:
+    try:
+        request = parse_event(msg.body)
+        if not isinstance(request, ImageRequested):
+            raise InvalidEvent(f"expected image.requested, got {request.type}")
+    except InvalidEvent as exc:
+        log.error("terminating malformed image request %s: %s", msg.message_id, exc.reason)
+        await msg.reject()  # term: never redelivered, never crash-looped
+        return
+    attempt = msg.raw_message.metadata.num_delivered or 1
+    async with heartbeats(msg, settings.ack_wait_s / 3):
+        try:
+            await illustrator.illustrate(request)
+            await msg.ack()
+            return
+        except ComfyUIError as exc:
+            transient, code, reason = exc.transient, exc.code, exc.reason
+        except WorkflowError as exc:
+            transient, code, reason = False, "workflow_template", str(exc)
+        except Exception as exc:  # bus or store trouble: retry, then give up readably
+            log.exception("image %s attempt %d crashed", request.image_id, attempt)
+            transient, code, reason = True, "internal_error", f"{type(exc).__name__}: {exc}"
+    if transient and attempt < settings.max_deliver:
+        delay = backoff_s(settings, attempt)
+        log.warning(
+            "image %s attempt %d/%d failed (%s: %s); retry in %.1fs",
+            request.image_id,
+            attempt,
+            settings.max_deliver,
+            code,
+            reason,
+            delay,
+        )
+        await msg.nack(delay=delay)
+        return
+    if transient:
+        code, reason = "max_deliveries", f"gave up after {attempt} attempts: {reason}"
+    try:
+        await illustrator.fail(request, code, reason)
+    except Exception:
+        log.exception("could not publish image.failed for %s; will retry", request.image_id)
+        await msg.nack(delay=backoff_s(settings, attempt))
+        return
+    await msg.ack()
+
+
+def bind_render_image(
+    illustrator: Callable[[], Illustrator], settings: Settings
+) -> Callable[..., Awaitable[None]]:
+    """The FastStream handler, with collaborators resolved once the app has started."""
+
+    async def handle(msg: NatsMessageParam) -> None:
+        await render_image(msg, illustrator(), settings)
+
+    return handle
