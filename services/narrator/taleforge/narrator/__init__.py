@@ -1,0 +1,1 @@
+"""Taleforge narrator: turns TurnRequested events into narration from an OpenAI-compatible API."""

@@ -1,0 +1,62 @@
+"""Narrator configuration, read from the environment."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str, field: str) -> AliasChoices:
+    # Read the documented env name; also accept the field name, so tests can pass kwargs.
+    return AliasChoices(name, field)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    nats_url: str = Field("nats://127.0.0.1:4222", validation_alias=_env("NATS_URL", "nats_url"))
+    openai_base_url: str = Field(
+        "http://127.0.0.1:8100/v1", validation_alias=_env("OPENAI_BASE_URL", "openai_base_url")
+    )
+    # The sandbox accepts any key, so development needs none.
+    openai_api_key: SecretStr = Field(
+        SecretStr("sk-sandbox"), validation_alias=_env("OPENAI_API_KEY", "openai_api_key")
+    )
+    model: str = Field("gpt-4.1-mini", validation_alias=_env("NARRATOR_MODEL", "model"))
+    temperature: float = Field(
+        0.8, ge=0, le=2, validation_alias=_env("NARRATOR_TEMPERATURE", "temperature")
+    )
+    max_output_tokens: int = Field(
+        400, ge=16, validation_alias=_env("NARRATOR_MAX_OUTPUT_TOKENS", "max_output_tokens")
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, validation_alias=_env("NARRATOR_REQUEST_TIMEOUT_S", "request_timeout_s")
+    )
+    stall_timeout_s: float = Field(
+        15.0, gt=0, validation_alias=_env("NARRATOR_STALL_TIMEOUT_S", "stall_timeout_s")
+    )
+    openai_max_retries: int = Field(
+        1, ge=0, validation_alias=_env("NARRATOR_OPENAI_MAX_RETRIES", "openai_max_retries")
+    )
+    ack_wait_s: float = Field(
+        30.0, gt=0, validation_alias=_env("NARRATOR_ACK_WAIT_S", "ack_wait_s")
+    )
+    max_deliver: int = Field(5, ge=1, validation_alias=_env("NARRATOR_MAX_DELIVER", "max_deliver"))
+    retry_backoff_s: float = Field(
+        1.0, ge=0, validation_alias=_env("NARRATOR_RETRY_BACKOFF_S", "retry_backoff_s")
+    )
+    retry_backoff_max_s: float = Field(
+        30.0, ge=0, validation_alias=_env("NARRATOR_RETRY_BACKOFF_MAX_S", "retry_backoff_max_s")
+    )
+    image_style: str = Field(
+        "painterly storybook illustration, dramatic lighting, rich colour",
+        validation_alias=_env("NARRATOR_IMAGE_STYLE", "image_style"),
+    )
+    consumer_name: str = Field(
+        "narrator", validation_alias=_env("NARRATOR_CONSUMER", "consumer_name")
+    )
+
+    @property
+    def graceful_timeout_s(self) -> float:
+        # Above the longest call, so a shutdown lets the turn in hand finish.
+        return self.request_timeout_s + 10.0
