@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from faststream import AckPolicy, FastStream
 from faststream.nats import JStream, NatsBroker, PullSub
 
-from taleforge.contracts import STREAM_NAME, events_filter
+from taleforge.contracts import STREAM_NAME, STREAM_SUBJECTS
 from taleforge.persistence.adapters.repository import Repository, create_engine
 from taleforge.persistence.bootstrap import declare_event_log, migrate_database
 from taleforge.persistence.delivery import RetryPolicy
@@ -26,11 +28,13 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
         settings.nats_url,
         name="taleforge-persistence",
         graceful_timeout=settings.persistence_graceful_timeout_s,
+        # FastStream's per-message lines at DEBUG; retries and dead letters are logged by us.
+        log_level=logging.DEBUG,
     )
     # Binds to the durable consumer `declare_event_log` created (nats-py reuses an existing
     # one as is). Batch size 1 and MANUAL acks: the handler acks, naks or terms each message.
     broker.subscriber(
-        events_filter(),
+        STREAM_SUBJECTS[0],
         stream=JStream(STREAM_NAME, declare=False),
         durable=settings.persistence_consumer,
         pull_sub=PullSub(batch_size=1, timeout=1.0),

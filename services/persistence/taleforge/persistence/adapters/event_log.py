@@ -21,7 +21,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from taleforge.contracts import STREAM_NAME, STREAM_SUBJECTS, events_filter
+from taleforge.contracts import STREAM_NAME, STREAM_SUBJECTS
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def persistence_consumer_config(
     # status never moving backwards, depend on it), including while one is being retried.
     return ConsumerConfig(
         durable_name=durable_name,
-        filter_subject=events_filter(),
+        filter_subject=STREAM_SUBJECTS[0],  # story.events.>
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait_s,
