@@ -50,7 +50,13 @@ async def render_image(msg: NatsMessage, illustrator: Illustrator, settings: Set
         if not isinstance(request, ImageRequested):
             raise InvalidEvent(f"expected image.requested, got {request.type}")
     except InvalidEvent as exc:
-        log.error("terminating malformed image request %s: %s", msg.message_id, exc.reason)
+        meta = msg.raw_message.metadata
+        log.error(
+            "terminating malformed message %s (stream seq %d): %s",
+            msg.raw_message.subject,
+            meta.sequence.stream,
+            exc.reason,
+        )
         await msg.reject()  # term: never redelivered, never crash-looped
         return
     attempt = msg.raw_message.metadata.num_delivered or 1
@@ -98,4 +104,5 @@ def bind_render_image(
     async def handle(msg: NatsMessageParam) -> None:
         await render_image(msg, illustrator(), settings)
 
+    handle.__name__ = handle.__qualname__ = "render_image"  # the name FastStream logs
     return handle
