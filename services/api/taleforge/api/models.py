@@ -45,6 +45,7 @@ class StoryProgressRequest(_Request):
     input_type: InputType
     text: str = Field(
         "",
+        validate_default=True,  # a missing text is as empty as "" and gets the same check
         description=(
             "What the player says or does; normalised (NFC, control characters removed, "
             f"stripped), at most {MAX_INPUT_CHARS} characters. Empty only for `continue`."
