@@ -3,10 +3,11 @@
 #   scripts/play.sh                      (API and TOKEN default to the dev stack's)
 #   API=http://127.0.0.1:8000 TOKEN=... scripts/play.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 API=${API:-http://127.0.0.1:8000}
 if [[ -z ${TOKEN:-} ]]; then
-  TOKEN=$( (command -v uv >/dev/null && uv run --frozen taleforge token) || python3 -m uv run --frozen taleforge token)
+  TOKEN=$(cd "$REPO" && { uv run --frozen taleforge token 2>/dev/null \
+    || python3 -m uv run --frozen taleforge token; })
 fi
 AUTH=(-H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json")
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
