@@ -19,7 +19,9 @@ def _bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_forever(app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "info") -> None:
+def serve_forever(
+    app: Any, host: str = "127.0.0.1", port: int = 0, log_level: str = "info"
+) -> None:
     """Serve until interrupted. Prints the URL it listens on (port 0 picks a free one)."""
     sock = _bound_socket(host, port)
     actual = sock.getsockname()[1]
