@@ -7,6 +7,7 @@ persistence), not a model's speed. Turns are played one after another in one ses
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import tempfile
 import time
@@ -60,11 +61,12 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = DevConfig.ephemeral(Path(tmp), openai_token_delay_ms=0, comfyui_render_ms=20)
         stack = DevStack(config, sink=LogSink(stream=None, file=Path(tmp) / "stack.log"))
-        stack.start(timeout=90)
+        # DevStack is synchronous (it runs its own event loop to wait for consumers).
+        await asyncio.to_thread(stack.start, 90)
         try:
             samples = await _measure(stack, TURNS)
         finally:
-            stack.stop()
+            await asyncio.to_thread(stack.stop)
     samples.sort()
     p90 = samples[int(0.9 * (len(samples) - 1))]
     print(
