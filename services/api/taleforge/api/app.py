@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -38,6 +40,35 @@ def create_broker(settings: Settings) -> NatsBroker:
     return NatsBroker(settings.nats_url, max_reconnect_attempts=-1, graceful_timeout=10.0)
 
 
+def _where(url: str) -> str:
+    # Host and port only: a URL may carry credentials, which never go to the log.
+    return ", ".join(urlsplit(part.strip()).netloc.rpartition("@")[2] for part in url.split(","))
+
+
+async def _connect(broker: NatsBroker, settings: Settings) -> None:
+    """Connect, saying that we wait; give up after API_NATS_CONNECT_TIMEOUT_S.
+
+    Reconnects are unlimited once connected, and nats-py applies that to the first connect
+    too: without a deadline a missing server would hang start-up silently.
+    """
+    where = _where(settings.nats_url)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.nats_connect_timeout_s
+    starting = asyncio.ensure_future(broker.start())
+    while not starting.done():
+        await asyncio.wait({starting}, timeout=min(5.0, max(0.0, deadline - loop.time())))
+        if starting.done():
+            break
+        if loop.time() >= deadline:
+            starting.cancel()
+            raise RuntimeError(
+                f"NATS at {where} did not answer within {settings.nats_connect_timeout_s}s"
+            )
+        log.warning("waiting for NATS at %s", where)
+    starting.result()
+    log.info("connected to NATS at %s", where)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -52,8 +83,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await broker.start()
-        log.info("connected to NATS at %s", settings.nats_url)
+        await _connect(broker, settings)
         if not await bus.wait_for_stream(settings.stream_wait_s):
             log.warning("stream %s still missing; publishes fail until it exists", STREAM_NAME)
         try:

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     image_bucket: str = Field(IMAGE_BUCKET, validation_alias=_env("IMAGE_BUCKET"))
     image_max_age_s: int = Field(86400, ge=0, validation_alias=_env("API_IMAGE_MAX_AGE_S"))
     publish_timeout_s: float = Field(5.0, gt=0, validation_alias=_env("API_PUBLISH_TIMEOUT_S"))
+    nats_connect_timeout_s: float = Field(
+        30.0, gt=0, validation_alias=_env("API_NATS_CONNECT_TIMEOUT_S")
+    )
     stream_wait_s: float = Field(30.0, ge=0, validation_alias=_env("API_STREAM_WAIT_S"))
     db_connect_timeout_s: float = Field(
         5.0, gt=0, validation_alias=_env("API_DB_CONNECT_TIMEOUT_S")
