@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from taleforge.cli.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from taleforge.cli.embedded import EmbeddedNats, EmbeddedPostgres, free_ports
 from taleforge.cli.processes import Child, LogSink
 from taleforge.cli.tokens import DEV_JWT_SECRET
 
@@ -60,10 +60,8 @@ class DevConfig:
     @classmethod
     def ephemeral(cls, data_dir: Path, **overrides: object) -> DevConfig:
         """Every port picked free: for tests and for several stacks side by side."""
-        ports = {
-            name: free_port()
-            for name in ("nats_port", "pg_port", "api_port", "openai_port", "comfyui_port")
-        }
+        names = ("nats_port", "pg_port", "api_port", "openai_port", "comfyui_port")
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         fields: dict[str, object] = {**ports, **overrides}
         return cls(data_dir=data_dir, **fields)  # type: ignore[arg-type]
 
