@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 from taleforge.illustrator.app import create_app
 from taleforge.illustrator.settings import Settings
 
 
 def main() -> None:
+    settings = Settings()
     logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
+        level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(create_app(Settings()).run())
+    asyncio.run(create_app(settings).run())
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     cfg_scale: float = Field(7.0, ge=0)
     sampler: str = "euler"
     negative_prompt: str = "blurry, low quality, watermark, text"
+    log_level: str = Field("INFO", description="Python logging level.")
 
     @property
     def graceful_timeout_s(self) -> float:

@@ -10,8 +10,10 @@ from taleforge.narrator.settings import Settings
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger(__name__).info(
         "narrator: nats=%s model=%s base_url=%s",
         settings.nats_url,

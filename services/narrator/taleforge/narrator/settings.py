@@ -52,6 +52,7 @@ class Settings(BaseSettings):
         "painterly storybook illustration, dramatic lighting, rich colour",
         validation_alias=_env("NARRATOR_IMAGE_STYLE", "image_style"),
     )
+    log_level: str = Field("INFO", validation_alias=_env("NARRATOR_LOG_LEVEL", "log_level"))
     consumer_name: str = Field(
         "narrator", validation_alias=_env("NARRATOR_CONSUMER", "consumer_name")
     )
