@@ -99,29 +99,39 @@ async def request_turn(conn: AsyncConnection, event: TurnRequested) -> None:
     )
 
 
+async def _advance(
+    conn: AsyncConnection,
+    table: Any,
+    row_id: UUID,
+    event: StoryEvent,
+    open_statuses: tuple[str, ...],
+    values: dict[str, Any],
+) -> None:
+    """Apply `values` to a row of the event's session still in `open_statuses`.
+
+    Statuses only move forward: the first final event wins, a later one is logged and
+    ignored. A row that does not exist at all is a broken event (dead letter).
+    """
+    where = (table.c.id == row_id, table.c.session_id == event.session_id)
+    changed = await conn.scalar(
+        update(table)
+        .where(*where, table.c.status.in_(open_statuses))
+        .values(**values)
+        .returning(table.c.id)
+    )
+    if changed is None:
+        status = await conn.scalar(select(table.c.status).where(*where))
+        noun = table.name.rstrip("s")
+        if status is None:
+            raise EventRejected(f"unknown {noun} {row_id} in session {event.session_id}")
+        log.info("%s %s is already %s; %s ignored", noun, row_id, status, event.type)
+
+
 async def _update_open_turn(
     conn: AsyncConnection, event: StoryEvent, values: dict[str, Any]
 ) -> None:
     assert event.turn_id is not None
-    changed = await conn.scalar(
-        update(turns)
-        .where(
-            turns.c.id == event.turn_id,
-            turns.c.session_id == event.session_id,
-            turns.c.status.in_(OPEN_TURN),
-        )
-        .values(**values)
-        .returning(turns.c.id)
-    )
-    if changed is None:
-        status = await conn.scalar(
-            select(turns.c.status).where(
-                turns.c.id == event.turn_id, turns.c.session_id == event.session_id
-            )
-        )
-        if status is None:
-            raise EventRejected(f"unknown turn {event.turn_id} in session {event.session_id}")
-        log.info("turn %s is already %s; %s ignored", event.turn_id, status, event.type)
+    await _advance(conn, turns, event.turn_id, event, OPEN_TURN, values)
 
 
 async def start_narration(conn: AsyncConnection, event: NarrationStarted) -> None:
@@ -197,25 +207,7 @@ async def request_image(conn: AsyncConnection, event: ImageRequested) -> None:
 async def _update_pending_image(
     conn: AsyncConnection, event: ImageCompleted | ImageFailed, values: dict[str, Any]
 ) -> None:
-    changed = await conn.scalar(
-        update(images)
-        .where(
-            images.c.id == event.image_id,
-            images.c.session_id == event.session_id,
-            images.c.status == "pending",
-        )
-        .values(**values)
-        .returning(images.c.id)
-    )
-    if changed is None:
-        status = await conn.scalar(
-            select(images.c.status).where(
-                images.c.id == event.image_id, images.c.session_id == event.session_id
-            )
-        )
-        if status is None:
-            raise EventRejected(f"unknown image {event.image_id} in session {event.session_id}")
-        log.info("image %s is already %s; %s ignored", event.image_id, status, event.type)
+    await _advance(conn, images, event.image_id, event, ("pending",), values)
 
 
 async def complete_image(conn: AsyncConnection, event: ImageCompleted) -> None:
