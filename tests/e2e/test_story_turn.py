@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import json
+import sys
 import time
 import uuid
 from collections import Counter
@@ -154,6 +155,36 @@ async def test_two_turns_through_every_service(stack: DevStack) -> None:
         )
         assert completed.text == turn["narration"]
         assert str(completed.user_id) == str(player)
+
+    # `taleforge events` shows the same log, in the same order.
+    timeline = await taleforge_cli(
+        "events", "--session", session_id, "--nats-url", stack.nats_url, "--json"
+    )
+    assert [json.loads(line)["event_id"] for line in timeline.splitlines()] == [
+        str(e.event_id) for e in events
+    ]
+
+
+async def taleforge_cli(*args: str, expect_code: int = 0) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "taleforge.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == expect_code, out.decode()
+    return out.decode()
+
+
+async def test_events_of_an_unknown_session_say_so(stack: DevStack) -> None:
+    unknown = str(uuid.uuid4())
+    out = await taleforge_cli(
+        "events", "--session", unknown, "--nats-url", stack.nats_url, expect_code=1
+    )
+    assert f"no events for session {unknown}" in out
 
 
 async def test_bad_input_is_refused_and_publishes_nothing(stack: DevStack) -> None:

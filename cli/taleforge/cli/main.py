@@ -97,6 +97,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return int(comfyui_main(args.rest))
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    from taleforge.cli.events import run
+
+    return run(args.nats_url, args.session, args.json)
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from taleforge.contracts.schema_export import DEFAULT_DIR, export_schemas
 
@@ -133,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("which", choices=["openai", "comfyui"])
     sandbox.add_argument("rest", nargs=argparse.REMAINDER, help="the sandbox's own options")
     sandbox.set_defaults(func=cmd_sandbox)
+
+    events = sub.add_parser("events", help="one session's event log, in stream order")
+    events.add_argument("--session", required=True, help="session id")
+    events.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.set_defaults(func=cmd_events)
 
     schemas = sub.add_parser("schemas", help="event JSON Schemas")
     schemas.add_argument("action", choices=["export"])
