@@ -20,7 +20,9 @@ from PIL import Image
 
 from taleforge.cli.dev import DevStack
 from taleforge.cli.tokens import mint_token
-from taleforge.contracts import STREAM_NAME, parse_event
+from taleforge.contracts import STREAM_NAME, TurnRequested, parse_event
+from taleforge.narrator.prompting import build_prompt
+from taleforge.sandboxes.openai import deterministic_reply
 
 pytestmark = pytest.mark.e2e
 
@@ -155,6 +157,12 @@ async def test_two_turns_through_every_service(stack: DevStack) -> None:
         )
         assert completed.text == turn["narration"]
         assert str(completed.user_id) == str(player)
+        # ...and it is exactly what the sandbox writes for this input.
+        requested = next(
+            e for e in events if e.type == "turn.requested" and str(e.turn_id) == turn["turn_id"]
+        )
+        assert isinstance(requested, TurnRequested)
+        assert completed.text == deterministic_reply(build_prompt(requested).player_text)
 
     # `taleforge events` shows the same log, in the same order.
     timeline = await taleforge_cli(
