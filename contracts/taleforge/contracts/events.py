@@ -28,6 +28,49 @@ class ImageKind(StrEnum):
     PORTRAIT = "portrait"
 
 
+class ImagePolicy(StrEnum):
+    """When a scenario's story gets pictures."""
+
+    NEVER = "never"
+    ON_SCENE_CHANGE = "on_scene_change"  # when the narrator says the scene changed
+    EVERY_TURN = "every_turn"
+
+
+class Character(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=4000)
+
+
+class ScenarioSnapshot(BaseModel):
+    """What a story is set in, copied into `SessionStarted` so a replay needs nothing else."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    world: str = Field(default="", max_length=20_000)
+    tone: str = Field(default="", max_length=2000)
+    rules: list[str] = Field(default_factory=list, max_length=50)
+    player_character: Character | None = None
+    characters: list[Character] = Field(
+        default_factory=list, max_length=50, description="Non-player characters."
+    )
+    image_policy: ImagePolicy = ImagePolicy.EVERY_TURN
+
+
+class NarrationSettings(BaseModel):
+    """The narrator settings a turn was narrated with (they can change at run time)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api: str = "responses"
+    model: str
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    context_budget_tokens: int | None = None
+    image_policy: ImagePolicy | None = None
+
+
 class TokenUsage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -47,6 +90,9 @@ class SessionStarted(Envelope):
     scenario_id: str = Field(min_length=1, max_length=200)
     title: str = Field(min_length=1, max_length=200)
     opening: str = Field(default="", max_length=20_000, description="The scenario's opening beat.")
+    scenario: ScenarioSnapshot | None = Field(
+        default=None, description="The scenario as it was when the session started."
+    )
 
 
 class TurnRequested(Envelope):
@@ -84,6 +130,10 @@ class NarrationCompleted(Envelope):
     response_id: str | None = None
     time_to_first_token_ms: float | None = Field(default=None, ge=0)
     duration_ms: float | None = Field(default=None, ge=0)
+    cost_usd: float | None = Field(
+        default=None, ge=0, description="From the narrator's price table; None if unpriced."
+    )
+    settings: NarrationSettings | None = None
 
 
 class TurnFailed(Envelope):
@@ -107,6 +157,9 @@ class ImageRequested(Envelope):
     image_id: UUID
     kind: ImageKind = ImageKind.SCENE
     prompt: str = Field(min_length=1, max_length=4000)
+    characters: list[str] = Field(
+        default_factory=list, max_length=20, description="Characters present in the picture."
+    )
     negative_prompt: str = Field(default="", max_length=4000)
     seed: int | None = Field(default=None, ge=0)
     width: int = Field(default=512, ge=64, le=4096)
