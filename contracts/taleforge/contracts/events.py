@@ -43,6 +43,19 @@ class Character(BaseModel):
     description: str = Field(default="", max_length=4000)
 
 
+class CharacterLikeness(BaseModel):
+    """A character's pinned look in one session: same seed and prefix in every picture."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    seed: int = Field(ge=0)
+    prefix: str = Field(max_length=4200, description="Descriptive text put before the prompt.")
+    reference_image: str | None = Field(
+        default=None, description="Object name of the reference image given to the workflow."
+    )
+
+
 class ScenarioSnapshot(BaseModel):
     """What a story is set in, copied into `SessionStarted` so a replay needs nothing else."""
 
@@ -182,6 +195,13 @@ class ImageCompleted(Envelope):
     width: int = Field(ge=1)
     height: int = Field(ge=1)
     seed: int | None = None
+    template: str | None = Field(default=None, description="Workflow template (image kind).")
+    template_version: int | None = Field(
+        default=None, ge=0, description="0 = as shipped; else the template bucket's revision."
+    )
+    characters: list[CharacterLikeness] = Field(
+        default_factory=list, description="The visual identity each character was drawn with."
+    )
 
 
 class ImageFailed(Envelope):
