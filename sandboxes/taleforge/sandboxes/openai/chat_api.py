@@ -9,7 +9,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from taleforge.sandboxes.openai.generation import Generation, generate, paced
+from taleforge.sandboxes.openai.generation import (
+    MALFORMED_LINE,
+    Generation,
+    error_payload,
+    generate,
+    injected,
+    paced,
+)
 from taleforge.sandboxes.openai.prompt import all_text
 from taleforge.sandboxes.openai.state import SandboxState, StreamFault
 from taleforge.sandboxes.openai.wire import chat_chunk, chat_completion, new_id, sse
@@ -20,7 +27,11 @@ _SYSTEM_ROLES = ("system", "developer")
 
 
 async def _chunks(
-    body: dict[str, Any], gen: Generation, fault: StreamFault, delay_ms: float
+    body: dict[str, Any],
+    gen: Generation,
+    fault: StreamFault,
+    delay_ms: float,
+    entry: dict[str, Any],
 ) -> AsyncIterator[bytes]:
     completion_id, created = new_id("chatcmpl"), int(time.time())
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -37,9 +48,25 @@ async def _chunks(
         return sse(None, data)
 
     yield chunk({"role": "assistant", "content": "", "refusal": None})
+    index = 0
     async for token in paced(gen.tokens, fault, delay_ms):
+        broken = injected(fault, index)
+        if broken == "error":
+            yield sse(None, error_payload(fault, index))
+            return
+        if broken == "malformed":
+            yield MALFORMED_LINE
+            return
+        if index == 0:
+            entry["first_delta_at"] = time.time()
+        index += 1
         yield chunk({"content": token})
-    yield chunk({}, finish_reason="stop")
+    call = gen.tool_call
+    if call is not None:
+        function = {"name": call.name, "arguments": call.arguments}
+        tool_delta = {"index": 0, "id": call.call_id, "type": "function", "function": function}
+        yield chunk({"tool_calls": [tool_delta]})
+    yield chunk({}, finish_reason="stop" if call is None else "tool_calls")
     if include_usage:
         yield chunk(None, usage=gen.usage)
     yield sse(None, "[DONE]")
@@ -49,7 +76,7 @@ async def _chunks(
 async def create_chat_completion(request: Request) -> Response:
     state: SandboxState = request.app.state.sandbox
     body = await request.json()
-    state.record("POST", "/v1/chat/completions", body)
+    entry = state.record("POST", "/v1/chat/completions", body)
     failure = state.call_fault(request.headers.get("authorization"))
     if failure is not None:
         return failure
@@ -58,9 +85,15 @@ async def create_chat_completion(request: Request) -> Response:
         m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")
     ]
     others = [m for m in messages if m not in system]
-    gen = generate(state, "\n".join(all_text(system)), others)
+    gen = generate(
+        state,
+        "\n".join(all_text(system)),
+        others,
+        cache_key=body.get("prompt_cache_key"),
+        tools=body.get("tools"),
+    )
     if body.get("stream"):
-        chunks = _chunks(body, gen, state.stream_fault(), state.config.token_delay_ms)
+        chunks = _chunks(body, gen, state.stream_fault(), state.config.token_delay_ms, entry)
         return StreamingResponse(chunks, media_type="text/event-stream")
     completion = chat_completion(
         body, completion_id=new_id("chatcmpl"), text=gen.text, usage=gen.usage

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
 
 
@@ -39,9 +41,22 @@ class FaultConfig(BaseModel):
     drop_after_deltas: NonNegativeInt | None = Field(
         default=None, description="Streams close the connection abruptly after this many deltas."
     )
+    error_event_after_deltas: NonNegativeInt | None = Field(
+        default=None, description="Streams send an `error` event after this many deltas and end."
+    )
+    error_event_shape: Literal["nested", "flat"] = Field(
+        default="nested",
+        description='nested: {"type":"error","error":{...}}; flat: {"type":"error","code":...}.',
+    )
+    error_event_code: str = Field(
+        default="server_error", description="The code the mid-stream error event carries."
+    )
+    malformed_after_deltas: NonNegativeInt | None = Field(
+        default=None, description="Streams send a `data:` line that is not JSON after N deltas."
+    )
     stream_fault_calls: NonNegativeInt | None = Field(
         default=None,
-        description="How many streamed calls the stall/drop applies to; None means all of them.",
+        description="How many streamed calls the stream faults apply to; None means all of them.",
     )
 
 
@@ -55,5 +70,10 @@ class OpenAISandboxConfig(BaseModel):
     models: list[str] = Field(
         default_factory=lambda: ["gpt-4.1-mini", "gpt-4.1", "gpt-4o-mini"],
         description="What GET /v1/models lists (any model name is accepted).",
+    )
+    illustrate: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="When a request offers function tools, whether the reply also calls the "
+        "first one: always, never, or auto (decided by the prompt's hash, see `wants_picture`).",
     )
     faults: FaultConfig = Field(default_factory=FaultConfig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -10,8 +11,14 @@ from typing import Any
 
 from taleforge.sandboxes.openai.prompt import all_text, last_user_text
 from taleforge.sandboxes.openai.state import SandboxState, StreamFault
-from taleforge.sandboxes.openai.storyteller import count_words, deterministic_reply, stream_tokens
-from taleforge.sandboxes.openai.wire import Usage
+from taleforge.sandboxes.openai.storyteller import (
+    count_words,
+    deterministic_reply,
+    illustration_arguments,
+    stream_tokens,
+    wants_picture,
+)
+from taleforge.sandboxes.openai.wire import Usage, new_id
 
 
 class SimulatedDrop(Exception):
@@ -35,22 +42,88 @@ def hide_simulated_drops_in_logs() -> None:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: str  # JSON, as the API sends it
+
+
+@dataclass(frozen=True)
 class Generation:
     text: str
     tokens: list[str]
     usage: Usage
+    tool_call: ToolCall | None = None
 
 
-def generate(state: SandboxState, instructions: str, items: Any) -> Generation:
-    text = deterministic_reply(last_user_text(items))
+def _function_names(tools: Any) -> list[str]:
+    """Names of the function tools offered, in either API's shape."""
+    names = []
+    for tool in tools if isinstance(tools, list) else []:
+        if isinstance(tool, dict) and tool.get("type") == "function":
+            nested = tool.get("function")
+            function: dict[str, Any] = nested if isinstance(nested, dict) else tool
+            if isinstance(function.get("name"), str):
+                names.append(function["name"])
+    return names
+
+
+def generate(
+    state: SandboxState,
+    instructions: str,
+    items: Any,
+    *,
+    cache_key: str | None = None,
+    tools: Any = None,
+) -> Generation:
+    prompt_text = last_user_text(items)
+    text = deterministic_reply(prompt_text)
     tokens = stream_tokens(text)
     instruction_words = count_words(instructions)
+    if cache_key:
+        words = instructions.split() + " ".join(all_text(items)).split()
+        cached = state.cached_prefix(cache_key, words)
+    else:
+        cached = state.cached_tokens(instructions, instruction_words)
+    tool_call = None
+    names = _function_names(tools)
+    mode = state.config.illustrate
+    if names and (mode == "always" or (mode == "auto" and wants_picture(prompt_text))):
+        arguments = illustration_arguments(instructions, prompt_text, text)
+        tool_call = ToolCall(new_id("call"), names[0], json.dumps(arguments))
     usage = Usage(
         input_tokens=instruction_words + count_words(*all_text(items)),
-        cached_tokens=state.cached_tokens(instructions, instruction_words),
-        output_tokens=len(tokens),
+        cached_tokens=cached,
+        output_tokens=len(tokens) + (0 if tool_call is None else len(tool_call.arguments.split())),
     )
-    return Generation(text=text, tokens=tokens, usage=usage)
+    return Generation(text=text, tokens=tokens, usage=usage, tool_call=tool_call)
+
+
+def injected(fault: StreamFault, index: int) -> str | None:
+    """The break a stream injects before delta `index`: "error", "malformed" or None."""
+    if fault.error_after is not None and index == fault.error_after:
+        return "error"
+    if fault.malformed_after is not None and index == fault.malformed_after:
+        return "malformed"
+    return None
+
+
+def error_payload(fault: StreamFault, sequence: int) -> dict[str, Any]:
+    """A mid-stream error event, in the nested or the flat shape seen in the wild."""
+    message = f"The server had an error while streaming ({fault.error_code}, sandbox)."
+    if fault.error_shape == "flat":
+        return {
+            "type": "error",
+            "code": fault.error_code,
+            "message": message,
+            "param": None,
+            "sequence_number": sequence,
+        }
+    error = {"type": fault.error_code, "code": fault.error_code, "message": message, "param": None}
+    return {"type": "error", "error": error, "sequence_number": sequence}
+
+
+MALFORMED_LINE = b"data: {this is not json\n\n"
 
 
 async def paced(tokens: list[str], fault: StreamFault, delay_ms: float) -> AsyncIterator[str]:

@@ -9,7 +9,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from taleforge.sandboxes.openai.generation import Generation, generate, paced
+from taleforge.sandboxes.openai.generation import (
+    MALFORMED_LINE,
+    Generation,
+    ToolCall,
+    error_payload,
+    generate,
+    injected,
+    paced,
+)
 from taleforge.sandboxes.openai.state import SandboxState, StreamFault
 from taleforge.sandboxes.openai.wire import (
     new_id,
@@ -22,8 +30,23 @@ from taleforge.sandboxes.openai.wire import (
 router = APIRouter()
 
 
+def function_call_item(call: ToolCall, status: str, arguments: str | None = None) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": "fc_" + call.call_id.removeprefix("call_"),
+        "call_id": call.call_id,
+        "name": call.name,
+        "arguments": call.arguments if arguments is None else arguments,
+        "status": status,
+    }
+
+
 async def _events(
-    body: dict[str, Any], gen: Generation, fault: StreamFault, delay_ms: float
+    body: dict[str, Any],
+    gen: Generation,
+    fault: StreamFault,
+    delay_ms: float,
+    entry: dict[str, Any],
 ) -> AsyncIterator[bytes]:
     response_id, item_id = new_id("resp"), new_id("msg")
     created = int(time.time())
@@ -55,36 +78,77 @@ async def _events(
         item=output_message(item_id, None, "in_progress"),
     )
     yield event("response.content_part.added", part=output_text_part(""), **where)
+    index = 0
     async for token in paced(gen.tokens, fault, delay_ms):
+        broken = injected(fault, index)
+        if broken == "error":
+            yield sse("error", error_payload(fault, sequence))
+            return
+        if broken == "malformed":
+            yield MALFORMED_LINE
+            return
+        if index == 0:
+            entry["first_delta_at"] = time.time()
+        index += 1
         yield event("response.output_text.delta", delta=token, logprobs=[], **where)
     yield event("response.output_text.done", text=gen.text, logprobs=[], **where)
     yield event("response.content_part.done", part=output_text_part(gen.text), **where)
     done_item = output_message(item_id, gen.text, "completed")
     yield event("response.output_item.done", output_index=0, item=done_item)
-    yield event("response.completed", response=snapshot("completed", [done_item]))
+    output = [done_item]
+    call = gen.tool_call
+    if call is not None:
+        added = function_call_item(call, "in_progress", arguments="")
+        fc_id = added["id"]
+        yield event("response.output_item.added", output_index=1, item=added)
+        yield event(
+            "response.function_call_arguments.delta",
+            item_id=fc_id,
+            output_index=1,
+            delta=call.arguments,
+        )
+        yield event(
+            "response.function_call_arguments.done",
+            item_id=fc_id,
+            output_index=1,
+            name=call.name,
+            arguments=call.arguments,
+        )
+        done_call = function_call_item(call, "completed")
+        yield event("response.output_item.done", output_index=1, item=done_call)
+        output.append(done_call)
+    yield event("response.completed", response=snapshot("completed", output))
 
 
 @router.post("/v1/responses")
 async def create_response(request: Request) -> Response:
     state: SandboxState = request.app.state.sandbox
     body = await request.json()
-    state.record("POST", "/v1/responses", body)
+    entry = state.record("POST", "/v1/responses", body)
     failure = state.call_fault(request.headers.get("authorization"))
     if failure is not None:
         return failure
-    gen = generate(state, body.get("instructions") or "", body.get("input", ""))
+    gen = generate(
+        state,
+        body.get("instructions") or "",
+        body.get("input", ""),
+        cache_key=body.get("prompt_cache_key"),
+        tools=body.get("tools"),
+    )
     if body.get("stream"):
         fault = state.stream_fault()
-        events = _events(body, gen, fault, state.config.token_delay_ms)
+        events = _events(body, gen, fault, state.config.token_delay_ms, entry)
         return StreamingResponse(events, media_type="text/event-stream")
-    item = output_message(new_id("msg"), gen.text, "completed")
+    output = [output_message(new_id("msg"), gen.text, "completed")]
+    if gen.tool_call is not None:
+        output.append(function_call_item(gen.tool_call, "completed"))
     return JSONResponse(
         response_object(
             body,
             response_id=new_id("resp"),
             created_at=int(time.time()),
             status="completed",
-            output=[item],
+            output=output,
             usage=gen.usage,
         )
     )

@@ -31,6 +31,10 @@ class StreamFault:
     stall_after: int | None = None
     stall_s: float | None = None
     drop_after: int | None = None
+    error_after: int | None = None
+    error_shape: str = "nested"
+    error_code: str = "server_error"
+    malformed_after: int | None = None
 
 
 @dataclass
@@ -41,6 +45,8 @@ class SandboxState:
     calls: int = 0
     streamed_calls: int = 0
     seen_instructions: set[str] = field(default_factory=set)
+    # Per prompt_cache_key, the words of the last prompt: what a provider's prefix cache holds.
+    cached_prompts: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.faults = self.config.faults.model_copy()
@@ -50,8 +56,22 @@ class SandboxState:
         self.calls = 0
         self.streamed_calls = 0
 
-    def record(self, method: str, path: str, body: Any) -> None:
-        self.requests.append({"method": method, "path": path, "time": time.time(), "body": body})
+    def record(self, method: str, path: str, body: Any) -> dict[str, Any]:
+        """Keep the request; the returned entry gets `first_delta_at` when a stream starts."""
+        entry = {"method": method, "path": path, "time": time.time(), "body": body}
+        self.requests.append(entry)
+        return entry
+
+    def cached_prefix(self, cache_key: str, words: list[str]) -> int:
+        """A stand-in for prefix caching: words shared with the key's previous prompt."""
+        previous = self.cached_prompts.get(cache_key, [])
+        self.cached_prompts[cache_key] = words
+        shared = 0
+        for old, new in zip(previous, words, strict=False):
+            if old != new:
+                break
+            shared += 1
+        return shared
 
     def cached_tokens(self, instructions: str, instruction_words: int) -> int:
         """A stand-in for prompt caching: a repeated instructions prefix counts as cached."""
@@ -122,4 +142,8 @@ class SandboxState:
             stall_after=faults.stall_after_deltas,
             stall_s=faults.stall_s,
             drop_after=faults.drop_after_deltas,
+            error_after=faults.error_event_after_deltas,
+            error_shape=faults.error_event_shape,
+            error_code=faults.error_event_code,
+            malformed_after=faults.malformed_after_deltas,
         )

@@ -8,7 +8,9 @@ sha256 of the prompt.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
+from typing import Any
 
 ECHO_WORDS = 12
 
@@ -81,3 +83,24 @@ def stream_tokens(text: str) -> list[str]:
 
 def count_words(*texts: str) -> int:
     return sum(len(t.split()) for t in texts)
+
+
+_CHARACTER_LINE = re.compile(r"^- ([^:\n]{1,80}):", re.MULTILINE)
+
+
+def wants_picture(prompt_text: str) -> bool:
+    """Whether the reply to this prompt also asks for a picture (when a tool is offered)."""
+    return hashlib.sha256(prompt_text.encode()).digest()[4] % 2 == 0
+
+
+def illustration_arguments(instructions: str, prompt_text: str, reply: str) -> dict[str, Any]:
+    """A picture request for the reply: its first sentence, and the characters the player named.
+
+    Characters are the `- Name: ...` lines of the instructions whose name's first word the
+    prompt mentions.
+    """
+    first = re.split(r"(?<=[.!?])\s", reply.strip(), maxsplit=1)[0].rstrip(" .!?")
+    lowered = prompt_text.lower()
+    names = [n.strip() for n in _CHARACTER_LINE.findall(instructions)]
+    present = [n for n in names if n.split()[-1].lower() in lowered]
+    return {"prompt": first, "characters": present, "kind": "portrait" if present else "scene"}
