@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from taleforge.sandboxes.comfyui.config import ComfyUISandboxConfig, SandboxFaults
 from taleforge.sandboxes.comfyui.engine import ComfyEngine
 from taleforge.sandboxes.comfyui.hub import SocketHub
+from taleforge.sandboxes.comfyui.uploads import parse_form, store_upload
 
 SANDBOX_VERSION = "0.3.64-sandbox"
 
@@ -126,6 +127,12 @@ def _comfy_router(engine: ComfyEngine, hub: SocketHub) -> APIRouter:
     async def object_info_node(node_class: str) -> dict[str, Any]:
         cls = engine.classes.get(node_class)
         return {node_class: cls.info()} if cls else {}
+
+    @router.post("/upload/image")
+    async def upload_image(request: Request) -> Response:
+        form = parse_form(request.headers.get("content-type", ""), await request.body())
+        status, payload = store_upload(engine.inputs, engine.input_choices, form)
+        return JSONResponse(payload, status_code=status)
 
     @router.get("/system_stats")
     async def system_stats() -> dict[str, Any]:

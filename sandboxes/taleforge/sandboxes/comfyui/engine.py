@@ -9,6 +9,7 @@ is written, so it is the safe end-of-run signal.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import time
@@ -21,7 +22,7 @@ from PIL import Image
 
 from taleforge.sandboxes.comfyui.config import ComfyUISandboxConfig, SandboxFaults
 from taleforge.sandboxes.comfyui.hub import JPEG_FORMAT, SocketHub
-from taleforge.sandboxes.comfyui.nodes import node_classes
+from taleforge.sandboxes.comfyui.nodes import INPUT_FILES, node_classes
 from taleforge.sandboxes.comfyui.render import encode_png, encode_preview, render_scene
 from taleforge.sandboxes.comfyui.validation import validate_prompt
 
@@ -85,7 +86,9 @@ class ComfyEngine:
     def __init__(self, config: ComfyUISandboxConfig, hub: SocketHub) -> None:
         self.config = config
         self.hub = hub
-        self.classes = node_classes(config.checkpoints)
+        self.input_choices: list[str] = list(INPUT_FILES)
+        self.inputs: dict[str, bytes] = {}  # uploaded input images by name
+        self.classes = node_classes(config.checkpoints, self.input_choices)
         self.pending: list[QueueItem] = []
         self.running: QueueItem | None = None
         self.history: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -380,7 +383,12 @@ class ComfyEngine:
             ]
             return (images,), None
         if class_type == "LoadImage":
-            return ([render_scene(inputs["image"], 0, 512, 512)], None), None
+            uploaded = self.inputs.get(inputs["image"])
+            if uploaded is not None:
+                image = Image.open(io.BytesIO(uploaded)).convert("RGB")
+            else:
+                image = render_scene(inputs["image"], 0, 512, 512)
+            return ([image], None), None
         if class_type == "SaveImage":
             stored = self._store(inputs["images"], inputs["filename_prefix"], "output")
             return (), {"images": stored}

@@ -49,7 +49,11 @@ def _float(default: float, low: float, high: float, step: float) -> list[Any]:
     return ["FLOAT", {"default": default, "min": low, "max": high, "step": step}]
 
 
-def node_classes(checkpoints: list[str]) -> dict[str, NodeClass]:
+def node_classes(
+    checkpoints: list[str], input_files: list[str] | None = None
+) -> dict[str, NodeClass]:
+    # `input_files` is shared, not copied: uploads extend LoadImage's choices at run time.
+    inputs = input_files if input_files is not None else list(INPUT_FILES)
     classes = [
         NodeClass(
             "CheckpointLoaderSimple",
@@ -116,7 +120,7 @@ def node_classes(checkpoints: list[str]) -> dict[str, NodeClass]:
             "LoadImage",
             "Load Image",
             "image",
-            {"image": [list(INPUT_FILES), {"image_upload": True}]},
+            {"image": [inputs, {"image_upload": True}]},
             ("IMAGE", "MASK"),
         ),
     ]

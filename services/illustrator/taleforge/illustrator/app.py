@@ -1,26 +1,38 @@
-"""Composition root: broker, consumer, ComfyUI client and image store, wired together."""
+"""Composition root: broker, consumer workers, ComfyUI pool, templates, identities, storage."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from faststream import AckPolicy, FastStream
-from faststream.nats import JStream, NatsBroker, PullSub
+from faststream import FastStream
+from faststream.nats import NatsBroker
 
-from taleforge.contracts import STREAM_NAME, ImageCompleted, ImageFailed, publish_headers
+from taleforge.contracts import ImageCompleted, ImageFailed, publish_headers
 from taleforge.illustrator.adapters.bus import (
-    CONSUMER_NAME,
-    REQUEST_FILTER,
+    character_descriptions,
     ensure_consumer,
     wait_for_stream,
 )
-from taleforge.illustrator.adapters.comfyui import ComfyUIClient
+from taleforge.illustrator.adapters.comfyui_pool import BackendPool
+from taleforge.illustrator.adapters.consumer import PullWorkers
 from taleforge.illustrator.adapters.object_store import ImageStore
+from taleforge.illustrator.adapters.supabase_storage import SupabaseImageStore
 from taleforge.illustrator.handlers import bind_render_image
+from taleforge.illustrator.likeness import IdentityBook
 from taleforge.illustrator.rendering import Illustrator, Renderer, Store
 from taleforge.illustrator.settings import Settings
+from taleforge.illustrator.templates import TemplateRegistry
 
 log = logging.getLogger(__name__)
+
+
+async def open_store(settings: Settings, js: Any) -> Store:
+    if settings.storage == "supabase":
+        return await SupabaseImageStore.open(
+            settings.supabase_url, settings.supabase_service_key, settings.image_bucket
+        )
+    return await ImageStore.open(js, settings.image_bucket)
 
 
 def create_app(
@@ -32,7 +44,12 @@ def create_app(
     settings = settings or Settings()
     broker = NatsBroker(settings.nats_url, graceful_timeout=settings.graceful_timeout_s)
     wired: dict[str, Illustrator] = {}
-    owned_client = ComfyUIClient(settings.comfyui_url, timeout_s=settings.render_timeout_s)
+    pool = BackendPool.from_urls(
+        settings.backend_urls,
+        timeout_s=settings.render_timeout_s,
+        health_interval_s=settings.health_interval_s,
+    )
+    workers: list[PullWorkers] = []
 
     async def start() -> None:
         await broker.connect()
@@ -43,9 +60,17 @@ def create_app(
             js,
             ack_wait_s=settings.ack_wait_s,
             max_deliver=settings.max_deliver,
-            max_ack_pending=settings.concurrency,
+            max_ack_pending=settings.max_ack_pending,
         )
-        image_store = store or await ImageStore.open(js, settings.image_bucket)
+        image_store = store or await open_store(settings, js)
+        templates = await TemplateRegistry.open(
+            js, settings.allowed_placeholders, settings.template_bucket
+        )
+        identities = await IdentityBook.open(
+            js, character_descriptions(js), settings.identity_bucket
+        )
+        if comfyui is None:
+            await pool.start()
 
         async def publish(event: ImageCompleted | ImageFailed) -> None:
             # Awaiting the PubAck: the event is durable only then. Msg-Id dedupes retries.
@@ -55,21 +80,33 @@ def create_app(
             await nc.publish(subject, data)
 
         wired["illustrator"] = Illustrator(
-            settings, comfyui or owned_client, image_store, publish, publish_live
+            settings, comfyui or pool, image_store, publish, publish_live, templates, identities
         )
-        log.info("illustrator ready: ComfyUI at %s", settings.comfyui_url)
+        pull = PullWorkers(
+            js,
+            bind_render_image(lambda: wired["illustrator"], settings),
+            concurrency=settings.concurrency,
+        )
+        await pull.start()
+        workers.append(pull)
+        log.info(
+            "illustrator ready: %d ComfyUI backend(s) %s, storage %s, concurrency %d",
+            len(settings.backend_urls),
+            ", ".join(settings.backend_urls),
+            settings.storage,
+            settings.concurrency,
+        )
 
-    async def close_client() -> None:
-        await owned_client.aclose()
+    async def stop_workers() -> None:
+        for pull in workers:
+            await pull.stop(settings.graceful_timeout_s)
 
-    workers: int | None = settings.concurrency if settings.concurrency > 1 else None
-    subscriber = broker.subscriber(
-        REQUEST_FILTER,
-        stream=JStream(STREAM_NAME, declare=False),
-        durable=CONSUMER_NAME,
-        pull_sub=PullSub(batch_size=1, timeout=1.0),
-        ack_policy=AckPolicy.MANUAL,  # every outcome acks, naks or terms explicitly
-        max_workers=workers,
+    async def close_clients() -> None:
+        await pool.aclose()
+        closer = getattr(wired.get("illustrator"), "store", None)
+        if isinstance(closer, SupabaseImageStore):
+            await closer.aclose()
+
+    return FastStream(
+        broker, on_startup=[start], on_shutdown=[stop_workers], after_shutdown=[close_clients]
     )
-    subscriber(bind_render_image(lambda: wired["illustrator"], settings))
-    return FastStream(broker, on_startup=[start], after_shutdown=[close_client])

@@ -7,8 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from faststream.nats.annotations import NatsMessage as NatsMessageParam
-from faststream.nats.message import NatsMessage
+from nats.aio.msg import Msg
 
 from taleforge.contracts import ImageRequested, InvalidEvent, parse_event
 from taleforge.illustrator.adapters.comfyui import ComfyUIError
@@ -22,7 +21,7 @@ MAX_BACKOFF_S = 60.0
 
 
 @contextlib.asynccontextmanager
-async def heartbeats(msg: NatsMessage, every_s: float) -> AsyncIterator[None]:
+async def heartbeats(msg: Msg, every_s: float) -> AsyncIterator[None]:
     """Tell JetStream we are still working, so a long render is not redelivered."""
 
     async def beat() -> None:
@@ -44,22 +43,22 @@ def backoff_s(settings: Settings, attempt: int) -> float:
     return float(min(settings.retry_backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
 
 
-async def render_image(msg: NatsMessage, illustrator: Illustrator, settings: Settings) -> None:
+async def render_image(msg: Msg, illustrator: Illustrator, settings: Settings) -> None:
     try:
-        request = parse_event(msg.body)
+        request = parse_event(msg.data)
         if not isinstance(request, ImageRequested):
             raise InvalidEvent(f"expected image.requested, got {request.type}")
     except InvalidEvent as exc:
-        meta = msg.raw_message.metadata
+        meta = msg.metadata
         log.error(
             "terminating malformed message %s (stream seq %d): %s",
-            msg.raw_message.subject,
+            msg.subject,
             meta.sequence.stream,
             exc.reason,
         )
-        await msg.reject()  # term: never redelivered, never crash-looped
+        await msg.term()  # term: never redelivered, never crash-looped
         return
-    attempt = msg.raw_message.metadata.num_delivered or 1
+    attempt = msg.metadata.num_delivered or 1
     async with heartbeats(msg, settings.ack_wait_s / 3):
         try:
             await illustrator.illustrate(request)
@@ -83,7 +82,7 @@ async def render_image(msg: NatsMessage, illustrator: Illustrator, settings: Set
             reason,
             delay,
         )
-        await msg.nack(delay=delay)
+        await msg.nak(delay=delay)
         return
     if transient:
         code, reason = "max_deliveries", f"gave up after {attempt} attempts: {reason}"
@@ -91,18 +90,17 @@ async def render_image(msg: NatsMessage, illustrator: Illustrator, settings: Set
         await illustrator.fail(request, code, reason)
     except Exception:
         log.exception("could not publish image.failed for %s; will retry", request.image_id)
-        await msg.nack(delay=backoff_s(settings, attempt))
+        await msg.nak(delay=backoff_s(settings, attempt))
         return
     await msg.ack()
 
 
 def bind_render_image(
     illustrator: Callable[[], Illustrator], settings: Settings
-) -> Callable[..., Awaitable[None]]:
-    """The FastStream handler, with collaborators resolved once the app has started."""
+) -> Callable[[Msg], Awaitable[None]]:
+    """The worker's handler, with collaborators resolved once the app has started."""
 
-    async def handle(msg: NatsMessageParam) -> None:
+    async def handle(msg: Msg) -> None:
         await render_image(msg, illustrator(), settings)
 
-    handle.__name__ = handle.__qualname__ = "render_image"  # the name FastStream logs
     return handle

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from taleforge.contracts import ImageCompleted, ImageFailed, ImageRequested, live_subject
+from taleforge.contracts import (
+    ImageCompleted,
+    ImageFailed,
+    ImageKind,
+    ImageRequested,
+    live_subject,
+)
 from taleforge.illustrator.adapters.comfyui import ExecutionFailed, ProgressCallback, RenderedImage
 from taleforge.illustrator.adapters.object_store import StoredImage, object_name
+from taleforge.illustrator.likeness import Identity, IdentityBook
 from taleforge.illustrator.settings import Settings
-from taleforge.illustrator.workflows import fill_template, load_template
+from taleforge.illustrator.templates import Template, TemplateRegistry
+from taleforge.illustrator.workflows import (
+    BUILTIN_PLACEHOLDERS,
+    REFERENCE_IMAGE,
+    WorkflowError,
+    fill_template,
+    load_template,
+    placeholders_in,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +39,11 @@ MAX_SEED = 2**32 - 1
 
 class Renderer(Protocol):
     async def render(
-        self, workflow: dict[str, Any], *, on_progress: ProgressCallback | None = None
+        self,
+        workflow: dict[str, Any],
+        *,
+        on_progress: ProgressCallback | None = None,
+        inputs: Mapping[str, bytes] | None = None,
     ) -> RenderedImage: ...
 
 
@@ -34,14 +54,33 @@ class Store(Protocol):
         self, name: str, data: bytes, *, width: int, height: int, content_type: str = ...
     ) -> StoredImage: ...
 
+    async def get_image(self, name: str) -> bytes: ...
+
 
 Publish = Callable[[ImageCompleted | ImageFailed], Awaitable[None]]
 PublishLive = Callable[[str, bytes], Awaitable[None]]
 
 
-def seed_for(request: ImageRequested) -> int:
-    # A request without a seed still gets the same one on every redelivery.
-    return request.seed if request.seed is not None else request.image_id.int % MAX_SEED
+def seed_for(request: ImageRequested, identities: Sequence[Identity] = ()) -> int:
+    """The request's seed, else the first character's pinned one, else one from the image id.
+
+    Derived seeds are the same on every redelivery, so a retried image is the same image.
+    """
+    if request.seed is not None:
+        return request.seed
+    if identities:
+        return identities[0].seed
+    return request.image_id.int % MAX_SEED
+
+
+def prompt_with_likeness(prompt: str, identities: Sequence[Identity]) -> str:
+    """Each character's fixed description first, so they look alike in every picture."""
+    return ", ".join([*(i.prefix for i in identities), prompt])
+
+
+def reference_name(data: bytes) -> str:
+    # Named by content: the same reference uploads under the same name on every server.
+    return f"taleforge_ref_{hashlib.sha256(data).hexdigest()[:20]}.png"
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -66,33 +105,89 @@ def progress_message(request: ImageRequested, value: int, maximum: int) -> bytes
 
 
 @dataclass
+class Prepared:
+    template: Template
+    workflow: dict[str, Any]
+    seed: int
+    identities: list[Identity]
+    inputs: dict[str, bytes]
+
+
+@dataclass
 class Illustrator:
     settings: Settings
     comfyui: Renderer
     store: Store
     publish: Publish
     publish_live: PublishLive
+    templates: TemplateRegistry = field(
+        default_factory=lambda: TemplateRegistry(None, BUILTIN_PLACEHOLDERS)
+    )
+    identities: IdentityBook | None = None
 
-    def __post_init__(self) -> None:
-        self._template = load_template(self.settings.workflow)
+    async def _identities(self, request: ImageRequested) -> list[Identity]:
+        if self.identities is None:
+            return []
+        return [
+            await self.identities.identity_for(request.session_id, n) for n in request.characters
+        ]
+
+    async def _reference(self, identities: list[Identity]) -> tuple[str, bytes]:
+        for identity in identities:
+            if identity.reference_image:
+                data = await self.store.get_image(identity.reference_image)
+                return reference_name(data), data
+        names = ", ".join(i.name for i in identities) or "no character"
+        raise WorkflowError(
+            f"the template takes %{REFERENCE_IMAGE}% but {names} has no reference image yet "
+            "(the first portrait of a character alone becomes its reference)"
+        )
+
+    async def prepare(self, request: ImageRequested) -> Prepared:
+        """Template, identities, seed and inputs for one request: everything but the render."""
+        s = self.settings
+        template = await self.templates.get(request.kind.value)
+        identities = await self._identities(request)
+        seed = seed_for(request, identities)
+        negative = ", ".join(p for p in (request.negative_prompt, s.negative_prompt) if p)
+        values: dict[str, Any] = {
+            **s.placeholders,
+            "prompt": prompt_with_likeness(request.prompt, identities),
+            "negative_prompt": negative,
+            "seed": seed,
+            "width": request.width,
+            "height": request.height,
+            "steps": s.steps,
+            "scale": s.cfg_scale,
+            "sampler": s.sampler,
+            "model": s.checkpoint,
+        }
+        inputs: dict[str, bytes] = {}
+        if REFERENCE_IMAGE in placeholders_in(template.workflow):
+            name, data = await self._reference(identities)
+            values[REFERENCE_IMAGE] = name
+            inputs[name] = data
+        used = placeholders_in(template.workflow)
+        values = {k: v for k, v in values.items() if k in used}
+        workflow = fill_template(template.workflow, values, allowed=s.allowed_placeholders)
+        return Prepared(template, workflow, seed, identities, inputs)
 
     def workflow_for(self, request: ImageRequested) -> dict[str, Any]:
+        """The shipped template of the request's kind, filled (no likeness, no bucket)."""
         s = self.settings
         negative = ", ".join(p for p in (request.negative_prompt, s.negative_prompt) if p)
-        return fill_template(
-            self._template,
-            {
-                "prompt": request.prompt,
-                "negative_prompt": negative,
-                "seed": seed_for(request),
-                "width": request.width,
-                "height": request.height,
-                "steps": s.steps,
-                "scale": s.cfg_scale,
-                "sampler": s.sampler,
-                "model": s.checkpoint,
-            },
-        )
+        values = {
+            "prompt": request.prompt,
+            "negative_prompt": negative,
+            "seed": seed_for(request),
+            "width": request.width,
+            "height": request.height,
+            "steps": s.steps,
+            "scale": s.cfg_scale,
+            "sampler": s.sampler,
+            "model": s.checkpoint,
+        }
+        return fill_template(load_template(request.kind.value), values)
 
     async def illustrate(self, request: ImageRequested) -> ImageCompleted:
         """Render, store and announce one image. Raises ComfyUIError when no image came."""
@@ -101,7 +196,10 @@ class Illustrator:
         async def on_progress(value: int, maximum: int) -> None:
             await self.publish_live(subject, progress_message(request, value, maximum))
 
-        rendered = await self.comfyui.render(self.workflow_for(request), on_progress=on_progress)
+        job = await self.prepare(request)
+        rendered = await self.comfyui.render(
+            job.workflow, on_progress=on_progress, inputs=job.inputs or None
+        )
         width, height = png_size(rendered.data)
         stored = await self.store.put_image(
             object_name(request.session_id, request.image_id),
@@ -109,6 +207,14 @@ class Illustrator:
             width=width,
             height=height,
         )
+        identities = job.identities
+        if (
+            self.identities is not None
+            and request.kind is ImageKind.PORTRAIT
+            and len(identities) == 1
+            and not identities[0].reference_image
+        ):
+            await self.identities.set_reference(identities[0], stored.object_name)
         completed = ImageCompleted(
             event_id=uuid.uuid5(request.image_id, "image.completed"),
             session_id=request.session_id,
@@ -122,15 +228,21 @@ class Illustrator:
             sha256=stored.sha256,
             width=width,
             height=height,
-            seed=seed_for(request),
+            seed=job.seed,
+            template=job.template.kind,
+            template_version=job.template.version,
+            characters=[i.likeness() for i in identities],
         )
         await self.publish(completed)
         log.info(
-            "image %s done: %s (%d bytes, ComfyUI prompt %s)",
+            "image %s done: %s (%d bytes, %s template v%d, ComfyUI prompt %s on %s)",
             request.image_id,
             stored.object_name,
             stored.size_bytes,
+            job.template.kind,
+            job.template.version,
             rendered.prompt_id,
+            rendered.backend,
         )
         return completed
 

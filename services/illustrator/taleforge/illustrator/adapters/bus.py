@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from taleforge.contracts import STREAM_NAME, ImageRequested, events_filter
+from taleforge.contracts import (
+    STREAM_NAME,
+    ImageRequested,
+    InvalidEvent,
+    SessionStarted,
+    event_subject,
+    events_filter,
+    parse_event,
+)
+from taleforge.illustrator.likeness import DescribeCharacter, normalise
 
 log = logging.getLogger(__name__)
 
@@ -51,3 +61,24 @@ async def ensure_consumer(
         max_deliver,
         max_ack_pending,
     )
+
+
+def character_descriptions(js: JetStreamContext) -> DescribeCharacter:
+    """Character descriptions from the session's `session.started` scenario snapshot."""
+
+    async def describe(session_id: uuid.UUID, name: str) -> str:
+        subject = event_subject(session_id, SessionStarted.TYPE)
+        try:
+            raw = await js.get_last_msg(STREAM_NAME, subject)
+            event = parse_event(raw.data or b"")
+        except (NotFoundError, InvalidEvent) as exc:
+            log.info("no scenario for session %s (%s): %r drawn by name", session_id, exc, name)
+            return ""
+        scenario = getattr(event, "scenario", None)
+        if scenario is None:
+            return ""
+        cast = [*scenario.characters, scenario.player_character]
+        wanted = normalise(name)
+        return next((c.description for c in cast if c and normalise(c.name) == wanted), "")
+
+    return describe

@@ -1,20 +1,24 @@
-"""Client for a ComfyUI server (or the sandbox): queue a workflow, follow it, fetch the image.
+"""Client for one ComfyUI server (or the sandbox): queue a workflow, follow it, fetch the image.
 
-Flow, as ComfyUI expects it: open `/ws?clientId=<id>` FIRST (per-prompt events go only to
-the socket whose clientId came with the prompt), `POST /prompt` with that client_id, follow
-events for our prompt_id until `executing` with `node: null`, then read the outputs from
-`/history/{prompt_id}` and the bytes from `/view`. If the socket drops, poll the history;
-`{}` there means unknown OR still running, so `/queue` tells the two apart.
+Flow, as ComfyUI expects it: ONE long-lived websocket `/ws?clientId=<id>` per server and
+process (per-prompt events go only to the socket whose clientId came with the prompt, and a
+second socket with the same clientId silently replaces the first, so a socket per job would
+be both wasteful and fragile). Every prompt we queue carries that client_id and a prompt_id
+we choose, so its events can be routed to the waiting render before `POST /prompt` even
+answers. A render follows its events until `executing` with `node: null`, then reads the
+outputs from `/history/{prompt_id}` and the bytes from `/view`. While the socket is down,
+renders poll the history instead; `{}` there means unknown OR still running, so `/queue`
+tells the two apart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,12 +78,19 @@ class RenderTimeout(ComfyUIError):
     code = "render_timeout"
 
 
+class NoBackend(ComfyUIUnavailable):
+    """Every ComfyUI backend of the pool is down (or failed this job already)."""
+
+    code = "comfyui_unavailable"
+
+
 @dataclass(frozen=True)
 class RenderedImage:
     data: bytes
     prompt_id: str
     filename: str
     previews_seen: int = 0
+    backend: str = ""
 
 
 def describe_rejection(body: dict[str, Any]) -> str:
@@ -96,26 +107,135 @@ def describe_rejection(body: dict[str, Any]) -> str:
     return f"{headline}: {'; '.join(problems)}" if problems else headline
 
 
-class ComfyUIClient:
+SOCKET_CLOSED = "_socket_closed"  # our own marker on a render's event queue
+
+
+class ComfyUIBackend:
+    """One ComfyUI server, shared by every render of this process."""
+
     def __init__(
         self,
         base_url: str,
         *,
+        client_id: str | None = None,
         timeout_s: float = 120.0,
         poll_interval_s: float = 0.25,
+        reconnect_max_s: float = 5.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.client_id = client_id or uuid.uuid4().hex
         self.timeout_s = timeout_s
         self.poll_interval_s = poll_interval_s
+        self.reconnect_max_s = reconnect_max_s
+        self.healthy = True
+        self.in_flight = 0  # our renders on this server (chosen, queued or running)
+        self.previews_seen = 0
         self._http = http or httpx.AsyncClient(base_url=self.base_url, timeout=30.0)
+        self._watchers: dict[str, asyncio.Queue[tuple[str, dict[str, Any]]]] = {}
+        self._connected = asyncio.Event()
+        self._socket_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"ComfyUIBackend({self.base_url})"
+
+    # ---- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the long-lived websocket in the background (reconnecting while we run)."""
+        if self._socket_task is None:
+            self._socket_task = asyncio.create_task(self._socket_loop())
 
     async def aclose(self) -> None:
+        if self._socket_task is not None:
+            self._socket_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._socket_task
+            self._socket_task = None
         await self._http.aclose()
 
-    def _ws_url(self, client_id: str) -> str:
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._connected.wait()
+        return self.connected
+
+    def _ws_url(self) -> str:
         scheme, rest = self.base_url.split("://", 1)
-        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws?clientId={client_id}"
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws?clientId={self.client_id}"
+
+    async def _socket_loop(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                async with connect(self._ws_url(), max_size=None, open_timeout=10) as ws:
+                    self._connected.set()
+                    delay = 0.2
+                    log.info(
+                        "ComfyUI websocket open: %s (client %s)", self.base_url, self.client_id
+                    )
+                    async for frame in ws:
+                        self._dispatch(frame)
+                log.warning("ComfyUI websocket closed by %s", self.base_url)
+            except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
+                if self.connected:
+                    log.warning("ComfyUI websocket to %s lost: %s", self.base_url, exc)
+            finally:
+                self._connected.clear()
+                for events in self._watchers.values():
+                    events.put_nowait((SOCKET_CLOSED, {}))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.reconnect_max_s)
+
+    def _dispatch(self, frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            # Previews: 4-byte event type, 4-byte format, image. No prompt id; not needed.
+            self.previews_seen += 1
+            return
+        try:
+            message = json.loads(frame)
+            kind, data = message.get("type"), message.get("data") or {}
+        except (ValueError, AttributeError):
+            log.warning("ignoring unreadable ComfyUI frame from %s", self.base_url)
+            return
+        events = self._watchers.get(str(data.get("prompt_id")))
+        if events is not None:
+            events.put_nowait((str(kind), data))
+
+    # ---- health and load -----------------------------------------------------------------
+
+    async def probe(self, timeout_s: float = 2.0) -> bool:
+        """Does the server answer `/system_stats`?"""
+        try:
+            response = await self._http.get("/system_stats", timeout=timeout_s)
+            return response.status_code == 200 and "devices" in response.json()
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    async def queue_length(self, timeout_s: float = 2.0) -> int:
+        """Prompts running or waiting on the server (everyone's, not only ours)."""
+        queue = (await self._request("GET", "/queue", timeout=timeout_s)).json()
+        return len(queue.get("queue_running", [])) + len(queue.get("queue_pending", []))
+
+    async def upload_image(self, name: str, data: bytes) -> str:
+        """Upload an input image (e.g. a character reference); returns its name for LoadImage."""
+        response = await self._request(
+            "POST",
+            "/upload/image",
+            files={"image": (name, data, "image/png")},
+            data={"overwrite": "true", "type": "input"},
+        )
+        if response.status_code != 200:
+            raise ComfyUIError(f"ComfyUI /upload/image answered {response.status_code}")
+        body = response.json()
+        sub = body.get("subfolder") or ""
+        return f"{sub}/{body['name']}" if sub else str(body["name"])
+
+    # ---- one render ----------------------------------------------------------------------
 
     async def render(
         self,
@@ -123,88 +243,96 @@ class ComfyUIClient:
         *,
         on_progress: ProgressCallback | None = None,
         timeout_s: float | None = None,
+        inputs: Mapping[str, bytes] | None = None,
     ) -> RenderedImage:
-        """Run `workflow` and return the first output image's bytes."""
-        deadline = time.monotonic() + (timeout_s or self.timeout_s)
-        client_id = uuid.uuid4().hex
+        """Run `workflow` and return the first output image's bytes.
+
+        `inputs` are files the workflow loads by name (LoadImage), uploaded first.
+        """
+        limit = timeout_s or self.timeout_s
+        prompt_id = str(uuid.uuid4())
+        events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._watchers[prompt_id] = events  # before POST: events may beat its answer
+        queued = False
         try:
-            ws = await connect(self._ws_url(client_id), max_size=None, open_timeout=10)
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise ComfyUIUnavailable(f"cannot open ComfyUI websocket: {exc}") from exc
-        prompt_id: str | None = None
-        try:
-            prompt_id = await self._queue_prompt(workflow, client_id)
-            log.info("queued ComfyUI prompt %s", prompt_id)
-            remaining = deadline - time.monotonic()
-            async with asyncio.timeout(remaining):
-                previews = await self._follow(ws, prompt_id, on_progress)
+            async with asyncio.timeout(limit):
+                for name, data in (inputs or {}).items():
+                    await self.upload_image(name, data)
+                await self._queue_prompt(workflow, prompt_id)
+                queued = True
+                log.info("queued ComfyUI prompt %s on %s", prompt_id, self.base_url)
+                if self.connected:
+                    await self._follow(events, prompt_id, on_progress)
                 entry = await self._wait_history(prompt_id)
         except TimeoutError:
-            if prompt_id is None:
-                raise ComfyUIUnavailable("ComfyUI did not accept the prompt in time") from None
-            await self._cancel(prompt_id)
+            if not queued:
+                raise ComfyUIUnavailable(
+                    f"ComfyUI at {self.base_url} did not accept the prompt in time"
+                ) from None
+            await self._cancel(prompt_id, "timeout")
             raise RenderTimeout(
-                f"ComfyUI did not finish prompt {prompt_id} within "
-                f"{timeout_s or self.timeout_s:g}s; it was interrupted"
+                f"ComfyUI did not finish prompt {prompt_id} within {limit:g}s; it was interrupted"
             ) from None
+        except asyncio.CancelledError:
+            if queued:  # nobody wants this image any more: free the GPU
+                await asyncio.shield(self._cancel(prompt_id, "cancelled"))
+            raise
         finally:
-            await ws.close()
-        image = await self._fetch_output(prompt_id, entry)
-        return RenderedImage(image[1], prompt_id, image[0], previews)
+            self._watchers.pop(prompt_id, None)
+        filename, data = await self._fetch_output(prompt_id, entry)
+        return RenderedImage(data, prompt_id, filename, self.previews_seen, self.base_url)
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ComfyUIUnavailable(f"ComfyUI {method} {path} failed: {exc!r}") from exc
+            raise ComfyUIUnavailable(
+                f"ComfyUI {method} {self.base_url}{path} failed: {exc!r}"
+            ) from exc
         if response.status_code >= 500:
             raise ComfyUIUnavailable(
-                f"ComfyUI {method} {path} answered {response.status_code}: {response.text[:200]}"
+                f"ComfyUI {method} {self.base_url}{path} answered {response.status_code}: "
+                f"{response.text[:200]}"
             )
         return response
 
-    async def _queue_prompt(self, workflow: dict[str, Any], client_id: str) -> str:
-        response = await self._request(
-            "POST", "/prompt", json={"prompt": workflow, "client_id": client_id}
-        )
+    async def _queue_prompt(self, workflow: dict[str, Any], prompt_id: str) -> None:
+        body = {"prompt": workflow, "client_id": self.client_id, "prompt_id": prompt_id}
+        response = await self._request("POST", "/prompt", json=body)
         if response.status_code == 400:
             try:
-                body = response.json()
+                answer = response.json()
             except ValueError:
-                body = {"error": response.text[:200], "node_errors": {}}
+                answer = {"error": response.text[:200], "node_errors": {}}
             raise WorkflowRejected(
-                f"ComfyUI rejected the workflow: {describe_rejection(body)}",
-                body.get("node_errors") or {},
+                f"ComfyUI rejected the workflow: {describe_rejection(answer)}",
+                answer.get("node_errors") or {},
             )
         if response.status_code != 200:
             raise ComfyUIError(f"ComfyUI /prompt answered {response.status_code}")
-        return str(response.json()["prompt_id"])
 
-    async def _follow(self, ws: Any, prompt_id: str, on_progress: ProgressCallback | None) -> int:
-        """Read events for our prompt until the run ends. Returns previews seen."""
-        previews = 0
-        try:
-            async for frame in ws:
-                if isinstance(frame, bytes):
-                    previews += 1  # 4-byte event type + 4-byte format + image: not needed
-                    continue
-                message = json.loads(frame)
-                kind, data = message.get("type"), message.get("data") or {}
-                if data.get("prompt_id") != prompt_id:
-                    continue
-                if kind == "progress" and on_progress is not None:
-                    await on_progress(int(data["value"]), int(data["max"]))
-                elif kind == "execution_error":
-                    raise _execution_failed(data)
-                elif kind == "execution_interrupted":
-                    raise ExecutionInterrupted(
-                        f"ComfyUI run interrupted at {data.get('node_type')} #{data.get('node_id')}"
-                    )
-                elif kind == "executing" and data.get("node") is None:
-                    return previews
-        except ConnectionClosed as exc:
-            log.warning("ComfyUI websocket closed mid-run (%s); polling history", exc)
-        return previews
+    async def _follow(
+        self,
+        events: asyncio.Queue[tuple[str, dict[str, Any]]],
+        prompt_id: str,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        """Read our prompt's events until the run ends or the socket drops."""
+        while True:
+            kind, data = await events.get()
+            if kind == SOCKET_CLOSED:
+                log.warning("ComfyUI websocket dropped mid-run of %s; polling history", prompt_id)
+                return
+            if kind == "progress" and on_progress is not None:
+                await on_progress(int(data["value"]), int(data["max"]))
+            elif kind == "execution_error":
+                raise _execution_failed(data)
+            elif kind == "execution_interrupted":
+                raise ExecutionInterrupted(
+                    f"ComfyUI run interrupted at {data.get('node_type')} #{data.get('node_id')}"
+                )
+            elif kind == "executing" and data.get("node") is None:
+                return
 
     async def _wait_history(self, prompt_id: str) -> dict[str, Any]:
         """The history entry, polling while ComfyUI still has the prompt queued or running."""
@@ -216,7 +344,9 @@ class ComfyUIClient:
                 entry = await self._history(prompt_id)  # it may have just finished
                 if entry is not None:
                     return entry
-                raise ComfyUIUnavailable(f"ComfyUI lost prompt {prompt_id} (restarted?)")
+                raise ComfyUIUnavailable(
+                    f"ComfyUI at {self.base_url} lost prompt {prompt_id} (restarted?)"
+                )
             await asyncio.sleep(self.poll_interval_s)
 
     async def _history(self, prompt_id: str) -> dict[str, Any] | None:
@@ -253,17 +383,25 @@ class ComfyUIClient:
             raise ComfyUIUnavailable(f"ComfyUI /view answered {response.status_code}")
         return first["filename"], response.content
 
-    async def _cancel(self, prompt_id: str) -> None:
+    async def _cancel(self, prompt_id: str, why: str) -> None:
         """Best effort: dequeue the prompt if pending, interrupt it if running."""
         try:
-            queue = (await self._request("GET", "/queue")).json()
+            queue = (await self._request("GET", "/queue", timeout=5.0)).json()
             running = [item[1] for item in queue.get("queue_running", [])]
-            await self._request("POST", "/queue", json={"delete": [prompt_id]})
+            await self._request("POST", "/queue", json={"delete": [prompt_id]}, timeout=5.0)
             if prompt_id in running:
-                await self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
-            log.warning("cancelled ComfyUI prompt %s after timeout", prompt_id)
+                # prompt_id scopes the interrupt to our run (newer ComfyUI; older ones ignore
+                # it, and we only send it while our prompt is the one running).
+                await self._request(
+                    "POST", "/interrupt", json={"prompt_id": prompt_id}, timeout=5.0
+                )
+            log.warning("cancelled ComfyUI prompt %s on %s (%s)", prompt_id, self.base_url, why)
         except ComfyUIError as exc:
             log.warning("could not cancel ComfyUI prompt %s: %s", prompt_id, exc)
+
+
+# The name the walking skeleton used for the one-server client.
+ComfyUIClient = ComfyUIBackend
 
 
 def _execution_failed(data: dict[str, Any]) -> ExecutionFailed:
