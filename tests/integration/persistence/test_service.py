@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
@@ -168,18 +168,25 @@ async def test_consumer_config_is_updated_in_place(js: Any) -> None:
 
 
 class FlakyRepository(Repository):
-    """Postgres 'down' for the first deliveries of the first event it sees."""
+    """Postgres 'down' for the first `failures` writes it is asked for (batch or single)."""
 
     def __init__(self, database_url: str, failures: int) -> None:
         super().__init__(create_engine(database_url))
         self.failures = failures
         self.attempts = 0
 
-    async def apply_event(self, event: StoryEvent, stream_seq: int | None = None) -> bool:
+    def _maybe_fail(self) -> None:
         self.attempts += 1
         if self.attempts <= self.failures:
             raise ConnectionRefusedError("connection refused (simulated outage)")
+
+    async def apply_event(self, event: StoryEvent, stream_seq: int | None = None) -> bool:
+        self._maybe_fail()
         return await super().apply_event(event, stream_seq)
+
+    async def apply_batch(self, events: Sequence[tuple[StoryEvent, int | None]]) -> list[bool]:
+        self._maybe_fail()
+        return await super().apply_batch(events)
 
 
 async def test_a_database_outage_is_retried_in_stream_order(
@@ -193,7 +200,7 @@ async def test_a_database_outage_is_retried_in_stream_order(
         await publish(js, turn)
         await wait_for(lambda: query("SELECT * FROM turns WHERE id = :id", id=turn.turn_id))
     # The session waited out the outage (nak, redelivered) and the turn came after it.
-    assert repo.attempts == 4
+    assert repo.attempts > 2
     assert await query("SELECT * FROM dead_letters") == []
     [processed] = await query(
         "SELECT stream_seq FROM processed_events WHERE event_type = 'session.started'"

@@ -11,7 +11,7 @@ from taleforge.contracts import STREAM_NAME, STREAM_SUBJECTS
 from taleforge.persistence.adapters.repository import Repository, create_engine
 from taleforge.persistence.bootstrap import declare_event_log, migrate_database
 from taleforge.persistence.delivery import RetryPolicy
-from taleforge.persistence.handlers import make_record_event
+from taleforge.persistence.handlers import make_record_events
 from taleforge.persistence.settings import Settings
 
 
@@ -32,14 +32,15 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
         log_level=logging.DEBUG,
     )
     # Binds to the durable consumer `declare_event_log` created (nats-py reuses an existing
-    # one as is). Batch size 1 and MANUAL acks: the handler acks, naks or terms each message.
+    # one as is). Batches of up to PERSISTENCE_BATCH_SIZE (what is there, not waiting to
+    # fill one), applied in one transaction; MANUAL acks: the handler settles each message.
     broker.subscriber(
         STREAM_SUBJECTS[0],
         stream=JStream(STREAM_NAME, declare=False),
         durable=settings.persistence_consumer,
-        pull_sub=PullSub(batch_size=1, timeout=1.0),
+        pull_sub=PullSub(batch_size=settings.persistence_batch_size, timeout=1.0, batch=True),
         ack_policy=AckPolicy.MANUAL,
-    )(make_record_event(repo, policy))
+    )(make_record_events(repo, policy))
 
     app = FastStream(broker)
 

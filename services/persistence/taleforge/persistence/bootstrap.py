@@ -70,6 +70,7 @@ async def declare_event_log(settings: Settings) -> None:
                 durable_name=settings.persistence_consumer,
                 ack_wait_s=settings.persistence_ack_wait_s,
                 max_deliver=settings.persistence_max_deliver,
+                max_ack_pending=settings.persistence_batch_size,
             ),
         )
     finally:

@@ -1,12 +1,15 @@
-"""What to do with one delivered stream message: apply it, dead-letter it, or retry it.
+"""What to do with delivered stream messages: apply them, dead-letter them, or retry them.
 
-Kept apart from FastStream so the decision is plain code: `decide` returns a `Verdict`
-and the handler carries it out on the message.
+Kept apart from FastStream so the decision is plain code: `decide` (one message) and
+`decide_batch` (several, in stream order) return `Verdict`s and the handler carries them
+out on the messages. The rebuild uses the same functions, so a replay projects exactly as
+the live service does.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -48,6 +51,8 @@ class RetryPolicy:
 class EventStore(Protocol):
     async def apply_event(self, event: StoryEvent, stream_seq: int | None = None) -> bool: ...
 
+    async def apply_batch(self, events: Sequence[tuple[StoryEvent, int | None]]) -> list[bool]: ...
+
     async def record_dead_letter(
         self,
         *,
@@ -88,6 +93,60 @@ async def decide(store: EventStore, delivery: Delivery, policy: RetryPolicy) -> 
     else:
         log.info("%s %s already applied (seq %s)", event.type, event.event_id, delivery.stream_seq)
     return ACK
+
+
+async def decide_batch(
+    store: EventStore, deliveries: Sequence[Delivery], policy: RetryPolicy
+) -> list[Verdict]:
+    """Verdicts for `deliveries` (stream order), applied in one transaction when all is well.
+
+    When any of them is malformed or the batch fails, the batch is rolled back and applied
+    one by one, so a single poison event is dead-lettered and the others still apply.
+    """
+    if len(deliveries) == 1:
+        return [await decide(store, deliveries[0], policy)]
+    try:
+        events = [parse_event(delivery.payload) for delivery in deliveries]
+    except InvalidEvent:
+        return await _one_by_one(store, deliveries, policy)
+    try:
+        applied = await store.apply_batch(
+            [
+                (event, delivery.stream_seq)
+                for event, delivery in zip(events, deliveries, strict=True)
+            ]
+        )
+    except Exception as exc:
+        log.info(
+            "batch of %d (seq %s..%s) failed (%s); applying one by one",
+            len(deliveries),
+            deliveries[0].stream_seq,
+            deliveries[-1].stream_seq,
+            type(exc).__name__,
+        )
+        return await _one_by_one(store, deliveries, policy)
+    log.debug(
+        "applied %d of %d events (seq %s..%s)",
+        sum(applied),
+        len(applied),
+        deliveries[0].stream_seq,
+        deliveries[-1].stream_seq,
+    )
+    return [ACK] * len(deliveries)
+
+
+async def _one_by_one(
+    store: EventStore, deliveries: Sequence[Delivery], policy: RetryPolicy
+) -> list[Verdict]:
+    verdicts: list[Verdict] = []
+    for index, delivery in enumerate(deliveries):
+        verdict = await decide(store, delivery, policy)
+        verdicts.append(verdict)
+        if verdict.action == "nak":
+            # The rest wait for this one, untried, so they are retried after it, in order.
+            verdicts += [verdict] * (len(deliveries) - index - 1)
+            break
+    return verdicts
 
 
 async def _dead_letter(

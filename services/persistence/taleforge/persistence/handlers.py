@@ -1,32 +1,53 @@
-"""The stream handler: turn a JetStream delivery into a `Delivery`, carry out the verdict."""
+"""The stream handler: turn a batch of JetStream deliveries into `Delivery`s and carry out
+each one's verdict (ack, term or nak with a delay) on its message, in stream order.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from faststream.nats.annotations import NatsMessage
+from faststream import Context
+from faststream.nats.message import NatsBatchMessage
+from nats.aio.msg import Msg
 
-from taleforge.persistence.delivery import Delivery, EventStore, RetryPolicy, decide
+from taleforge.persistence.delivery import (
+    Delivery,
+    EventStore,
+    RetryPolicy,
+    Verdict,
+    decide_batch,
+)
+
+BatchMessage = Annotated[NatsBatchMessage, Context("message")]
 
 
-def make_record_event(
+def as_delivery(raw: Msg) -> Delivery:
+    meta = raw.metadata
+    return Delivery(
+        subject=raw.subject,
+        payload=raw.data,
+        stream_seq=meta.sequence.stream,
+        attempt=meta.num_delivered or 1,
+    )
+
+
+async def settle(raw: Msg, verdict: Verdict) -> None:
+    if verdict.action == "ack":
+        await raw.ack()
+    elif verdict.action == "term":
+        await raw.term()
+    else:
+        await raw.nak(delay=verdict.delay_s)
+
+
+def make_record_events(
     store: EventStore, policy: RetryPolicy
-) -> Callable[[NatsMessage], Awaitable[None]]:
-    async def record_event(msg: NatsMessage) -> None:
-        raw = msg.raw_message
-        meta = raw.metadata
-        delivery = Delivery(
-            subject=raw.subject,
-            payload=raw.data,
-            stream_seq=meta.sequence.stream,
-            attempt=meta.num_delivered or 1,
-        )
-        verdict = await decide(store, delivery, policy)
-        if verdict.action == "ack":
-            await msg.ack()
-        elif verdict.action == "term":
-            await msg.reject()
-        else:
-            await msg.nack(delay=verdict.delay_s)
+) -> Callable[[NatsBatchMessage], Awaitable[None]]:
+    async def record_events(msg: BatchMessage) -> None:
+        raws = list(msg.raw_message)
+        verdicts = await decide_batch(store, [as_delivery(raw) for raw in raws], policy)
+        for raw, verdict in zip(raws, verdicts, strict=True):
+            await settle(raw, verdict)
 
-    return record_event
+    return record_events

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,13 +31,14 @@ from taleforge.contracts import (
     TurnFailed,
     TurnRequested,
 )
-from taleforge.persistence.models import Base, Image, StorySession, Turn
+from taleforge.persistence.models import Base, Image, StorySession, Turn, UsageLedger
 
 log = logging.getLogger(__name__)
 
 sessions = Base.metadata.tables[StorySession.__tablename__]
 turns = Base.metadata.tables[Turn.__tablename__]
 images = Base.metadata.tables[Image.__tablename__]
+usage_ledger = Base.metadata.tables[UsageLedger.__tablename__]
 
 OPEN_TURN = ("pending", "narrating")
 
@@ -71,32 +74,48 @@ async def start_session(conn: AsyncConnection, event: SessionStarted) -> None:
     )
 
 
+# One round trip for the commonest write: bump the session's count and head, and insert the
+# turn as a child of the previous head. The self-join returns the head *before* the update;
+# the foreign keys are checked at the end of the statement, when the new turn exists.
+_REQUEST_TURN = text(
+    """
+    WITH bumped AS (
+        UPDATE story_sessions AS s
+           SET turn_count = s.turn_count + 1, updated_at = :at, head_turn_id = :turn_id
+          FROM story_sessions AS before
+         WHERE s.id = :session_id AND s.user_id = :user_id AND before.id = s.id
+           AND NOT EXISTS (SELECT FROM turns WHERE id = :turn_id)
+     RETURNING s.turn_count AS seq, before.head_turn_id AS parent_turn_id
+    )
+    INSERT INTO turns (id, session_id, user_id, seq, parent_turn_id, input_type, input_text,
+                       status, requested_at)
+    SELECT :turn_id, :session_id, :user_id, seq, parent_turn_id, :input_type, :input_text,
+           'pending', :at
+      FROM bumped
+    RETURNING seq
+    """
+)
+
+
 async def request_turn(conn: AsyncConnection, event: TurnRequested) -> None:
+    seq = await conn.scalar(
+        _REQUEST_TURN,
+        {
+            "turn_id": event.turn_id,
+            "session_id": event.session_id,
+            "user_id": event.user_id,
+            "input_type": event.input_type.value,
+            "input_text": event.text,
+            "at": event.occurred_at,
+        },
+    )
+    if seq is not None:
+        return
     if await conn.scalar(select(turns.c.id).where(turns.c.id == event.turn_id)) is not None:
         log.info("turn %s already recorded; event %s ignored", event.turn_id, event.event_id)
         return
-    # Taking the next number and bumping the count in one statement keeps seq gap-free.
-    seq = await conn.scalar(
-        update(sessions)
-        .where(sessions.c.id == event.session_id, sessions.c.user_id == event.user_id)
-        .values(turn_count=sessions.c.turn_count + 1, updated_at=event.occurred_at)
-        .returning(sessions.c.turn_count)
-    )
-    if seq is None:
-        await _exists(conn, sessions, event.session_id, "session")
-        raise EventRejected(f"session {event.session_id} belongs to another user")
-    await conn.execute(
-        insert(turns).values(
-            id=event.turn_id,
-            session_id=event.session_id,
-            user_id=event.user_id,
-            seq=seq,
-            input_type=event.input_type.value,
-            input_text=event.text,
-            status="pending",
-            requested_at=event.occurred_at,
-        )
-    )
+    await _exists(conn, sessions, event.session_id, "session")
+    raise EventRejected(f"session {event.session_id} belongs to another user")
 
 
 async def _advance(
@@ -106,11 +125,11 @@ async def _advance(
     event: StoryEvent,
     open_statuses: tuple[str, ...],
     values: dict[str, Any],
-) -> None:
+) -> bool:
     """Apply `values` to a row of the event's session still in `open_statuses`.
 
     Statuses only move forward: the first final event wins, a later one is logged and
-    ignored. A row that does not exist at all is a broken event (dead letter).
+    ignored (False). A row that does not exist at all is a broken event (dead letter).
     """
     where = (table.c.id == row_id, table.c.session_id == event.session_id)
     changed = await conn.scalar(
@@ -119,19 +138,21 @@ async def _advance(
         .values(**values)
         .returning(table.c.id)
     )
-    if changed is None:
-        status = await conn.scalar(select(table.c.status).where(*where))
-        noun = table.name.rstrip("s")
-        if status is None:
-            raise EventRejected(f"unknown {noun} {row_id} in session {event.session_id}")
-        log.info("%s %s is already %s; %s ignored", noun, row_id, status, event.type)
+    if changed is not None:
+        return True
+    status = await conn.scalar(select(table.c.status).where(*where))
+    noun = table.name.rstrip("s")
+    if status is None:
+        raise EventRejected(f"unknown {noun} {row_id} in session {event.session_id}")
+    log.info("%s %s is already %s; %s ignored", noun, row_id, status, event.type)
+    return False
 
 
 async def _update_open_turn(
     conn: AsyncConnection, event: StoryEvent, values: dict[str, Any]
-) -> None:
+) -> bool:
     assert event.turn_id is not None
-    await _advance(conn, turns, event.turn_id, event, OPEN_TURN, values)
+    return await _advance(conn, turns, event.turn_id, event, OPEN_TURN, values)
 
 
 async def start_narration(conn: AsyncConnection, event: NarrationStarted) -> None:
@@ -142,7 +163,8 @@ async def start_narration(conn: AsyncConnection, event: NarrationStarted) -> Non
 
 async def complete_narration(conn: AsyncConnection, event: NarrationCompleted) -> None:
     usage = event.usage
-    await _update_open_turn(
+    cost = _cost_usd(event)
+    completed = await _update_open_turn(
         conn,
         event,
         {
@@ -154,11 +176,52 @@ async def complete_narration(conn: AsyncConnection, event: NarrationCompleted) -
             "output_tokens": usage.output_tokens,
             "reasoning_tokens": usage.reasoning_tokens,
             "total_tokens": usage.total_tokens,
+            "cost_usd": cost,
             "response_id": event.response_id,
             "time_to_first_token_ms": event.time_to_first_token_ms,
             "duration_ms": event.duration_ms,
             "completed_at": event.occurred_at,
         },
+    )
+    if completed:  # only the turn's first completion counts; a redelivery is ignored above
+        await _add_usage(conn, event, cost)
+
+
+def _cost_usd(event: NarrationCompleted) -> Decimal | None:
+    # The narrator prices a turn from its usage; events from before it did carry no cost.
+    cost = getattr(event, "cost_usd", None)
+    return None if cost is None else Decimal(str(cost))
+
+
+async def _add_usage(
+    conn: AsyncConnection, event: NarrationCompleted, cost: Decimal | None
+) -> None:
+    usage = event.usage
+    added = {
+        "completed_turns": 1,
+        "input_tokens": usage.input_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "total_tokens": usage.total_tokens,
+        "cost_usd": cost or Decimal(0),
+    }
+    statement = insert(usage_ledger).values(
+        user_id=event.user_id,
+        day=event.occurred_at.astimezone(UTC).date(),
+        updated_at=event.occurred_at,
+        **added,
+    )
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[usage_ledger.c.user_id, usage_ledger.c.day],
+            set_={
+                **{name: usage_ledger.c[name] + statement.excluded[name] for name in added},
+                "updated_at": func.greatest(
+                    usage_ledger.c.updated_at, statement.excluded.updated_at
+                ),
+            },
+        )
     )
 
 
@@ -196,6 +259,7 @@ async def request_image(conn: AsyncConnection, event: ImageRequested) -> None:
             status="pending",
             prompt=event.prompt,
             seed=event.seed,
+            template_version=getattr(event, "template_version", None),
             width=event.width,
             height=event.height,
             requested_at=event.occurred_at,
@@ -224,6 +288,9 @@ async def complete_image(conn: AsyncConnection, event: ImageCompleted) -> None:
     }
     if event.seed is not None:
         values["seed"] = event.seed
+    template_version = getattr(event, "template_version", None)
+    if template_version is not None:
+        values["template_version"] = template_version
     await _update_pending_image(conn, event, values)
 
 

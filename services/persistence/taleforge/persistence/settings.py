@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +25,9 @@ class Settings(BaseSettings):
     persistence_retry_max_s: float = 30.0
     # Deliveries an event failing for an unclassified reason gets before it is dead-lettered.
     persistence_unexpected_error_attempts: int = 3
+    # Events fetched and applied per transaction (1: one transaction per event). Also the
+    # consumer's max_ack_pending, so nothing newer is delivered while a batch is retried.
+    persistence_batch_size: int = Field(100, ge=1, le=1000)
     persistence_db_pool_size: int = 2
     persistence_graceful_timeout_s: float = 30.0
     persistence_log_level: str = "INFO"

@@ -65,9 +65,11 @@ def persistence_consumer_config(
     durable_name: str = "persistence",
     ack_wait_s: float = 30.0,
     max_deliver: int = 1000,
+    max_ack_pending: int = 1,
 ) -> ConsumerConfig:
-    # One message in flight: events apply strictly in stream order (a turn's seq, and a
-    # status never moving backwards, depend on it), including while one is being retried.
+    # At most one batch in flight (max_ack_pending = the batch size, one subscriber): events
+    # apply strictly in stream order (a turn's seq, and a status never moving backwards,
+    # depend on it), including while a batch is being retried.
     return ConsumerConfig(
         durable_name=durable_name,
         filter_subject=STREAM_SUBJECTS[0],  # story.events.>
@@ -75,7 +77,7 @@ def persistence_consumer_config(
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait_s,
         max_deliver=max_deliver,
-        max_ack_pending=1,
+        max_ack_pending=max_ack_pending,
     )
 
 

@@ -7,6 +7,7 @@ event would fail again, so they become `EventRejected`. Connection trouble is tr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -64,6 +65,47 @@ class Repository:
         except (IntegrityError, DataError) as exc:
             raise EventRejected(f"{event.type} violates a constraint: {_first_line(exc)}") from exc
         return True
+
+    async def apply_batch(self, events: Sequence[tuple[StoryEvent, int | None]]) -> list[bool]:
+        """Apply `(event, stream_seq)` pairs in order, in one transaction: all or none.
+
+        One statement records every event id; only the ids it newly inserted are projected,
+        so events already applied (and repeats within the batch) change nothing. Returns,
+        per event, whether it was applied now. Any failure rolls the whole batch back: the
+        caller then applies the events one by one to find the one that fails.
+        """
+        if not events:
+            return []
+        try:
+            async with self.engine.begin() as conn:
+                new = set(
+                    await conn.scalars(
+                        insert(processed_events)
+                        .values(
+                            [
+                                {
+                                    "event_id": event.event_id,
+                                    "event_type": event.type,
+                                    "session_id": event.session_id,
+                                    "stream_seq": stream_seq,
+                                }
+                                for event, stream_seq in events
+                            ]
+                        )
+                        .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
+                        .returning(processed_events.c.event_id)
+                    )
+                )
+                applied = []
+                for event, _ in events:
+                    first_time = event.event_id in new
+                    new.discard(event.event_id)
+                    if first_time:
+                        await project(conn, event)
+                    applied.append(first_time)
+        except (IntegrityError, DataError) as exc:
+            raise EventRejected(f"batch violates a constraint: {_first_line(exc)}") from exc
+        return applied
 
     async def record_dead_letter(
         self,
