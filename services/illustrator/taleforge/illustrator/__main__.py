@@ -1,22 +1,29 @@
-"""`python -m taleforge.illustrator`: run the illustrator from environment configuration."""
+"""`python -m taleforge.illustrator`: run the illustrator, or `templates ...` to manage them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from taleforge.illustrator.app import create_app
 from taleforge.illustrator.settings import Settings
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if argv:
+        from taleforge.illustrator.cli import run_command
+
+        return run_command(argv, settings)
     asyncio.run(create_app(settings).run())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
