@@ -60,3 +60,29 @@ bench: sync
 
 clean:
 	rm -rf .var .pytest_cache .mypy_cache .ruff_cache
+
+# --- containers (docker compose; see docker-compose.yml and .env.example) ---------------------
+#   make up             build the images and start the stack in the background
+#   make up GPU=1       add a real ComfyUI on the GPU and point the illustrator at it
+#   make up CLUSTER=1   NATS as a 3-node cluster, the STORY stream with 3 replicas
+#   make logs [SERVICE=narrator]   follow the logs;   make down   stop (volumes kept)
+COMPOSE ?= docker compose
+COMPOSE_UP_ENV := $(if $(GPU),COMFYUI_URL=http://comfyui:8188) \
+	$(if $(CLUSTER),NATS_CONFIG=cluster STREAM_REPLICAS=3)
+COMPOSE_UP_PROFILES := $(if $(GPU),--profile gpu) $(if $(CLUSTER),--profile cluster)
+SERVICE ?=
+
+.PHONY: up down logs
+
+.env:
+	cp .env.example .env
+	@echo "created .env from .env.example: change the secrets before exposing anything"
+
+up: .env
+	$(COMPOSE_UP_ENV) $(COMPOSE) $(COMPOSE_UP_PROFILES) up --detach --build
+
+down:
+	$(COMPOSE) --profile '*' down
+
+logs:
+	$(COMPOSE) --profile '*' logs --follow --tail=200 $(SERVICE)
