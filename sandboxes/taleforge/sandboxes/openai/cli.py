@@ -18,7 +18,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8100, help="0 picks a free port")
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
     parser.add_argument("--require-api-key", action="store_true")
-    parser.add_argument("--illustrate", choices=["auto", "always", "never"], default="auto")
     faults = parser.add_argument_group("faults (also settable with PUT /_sandbox/faults)")
     faults.add_argument("--rate-limit-first-n", type=int, default=0)
     faults.add_argument("--retry-after-s", type=float, default=0.05)
@@ -28,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--stall-after-deltas", type=int)
     faults.add_argument("--stall-s", type=float, help="omit to stall until the client leaves")
     faults.add_argument("--drop-after-deltas", type=int)
+    faults.add_argument("--illustrate", choices=["auto", "always", "never"], default="auto")
     faults.add_argument("--error-event-after-deltas", type=int)
     faults.add_argument("--error-event-shape", choices=["nested", "flat"], default="nested")
     faults.add_argument("--error-event-code", default="server_error")
@@ -47,6 +47,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[OpenAISandboxConfig
         stall_after_deltas=args.stall_after_deltas,
         stall_s=args.stall_s,
         drop_after_deltas=args.drop_after_deltas,
+        illustrate=args.illustrate,
         error_event_after_deltas=args.error_event_after_deltas,
         error_event_shape=args.error_event_shape,
         error_event_code=args.error_event_code,
@@ -56,7 +57,6 @@ def config_from_args(argv: list[str] | None = None) -> tuple[OpenAISandboxConfig
     config = OpenAISandboxConfig(
         token_delay_ms=args.token_delay_ms,
         require_api_key=args.require_api_key,
-        illustrate=args.illustrate,
         faults=faults,
     )
     return config, args.host, args.port

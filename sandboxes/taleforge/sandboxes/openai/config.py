@@ -54,6 +54,11 @@ class FaultConfig(BaseModel):
     malformed_after_deltas: NonNegativeInt | None = Field(
         default=None, description="Streams send a `data:` line that is not JSON after N deltas."
     )
+    illustrate: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="When a request offers function tools, whether the reply also calls the "
+        "first one: always, never, or auto (decided by the prompt's hash, see `wants_picture`).",
+    )
     stream_fault_calls: NonNegativeInt | None = Field(
         default=None,
         description="How many streamed calls the stream faults apply to; None means all of them.",
@@ -70,10 +75,5 @@ class OpenAISandboxConfig(BaseModel):
     models: list[str] = Field(
         default_factory=lambda: ["gpt-4.1-mini", "gpt-4.1", "gpt-4o-mini"],
         description="What GET /v1/models lists (any model name is accepted).",
-    )
-    illustrate: Literal["auto", "always", "never"] = Field(
-        default="auto",
-        description="When a request offers function tools, whether the reply also calls the "
-        "first one: always, never, or auto (decided by the prompt's hash, see `wants_picture`).",
     )
     faults: FaultConfig = Field(default_factory=FaultConfig)

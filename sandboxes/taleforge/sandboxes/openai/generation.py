@@ -87,7 +87,7 @@ def generate(
         cached = state.cached_tokens(instructions, instruction_words)
     tool_call = None
     names = _function_names(tools)
-    mode = state.config.illustrate
+    mode = state.faults.illustrate
     if names and (mode == "always" or (mode == "auto" and wants_picture(prompt_text))):
         arguments = illustration_arguments(instructions, prompt_text, text)
         tool_call = ToolCall(new_id("call"), names[0], json.dumps(arguments))

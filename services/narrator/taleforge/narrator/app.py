@@ -1,63 +1,126 @@
-"""Composition root: broker, consumer, model adapter and narrator wired together."""
+"""Composition root: NATS connection, consumer, session state, live settings, model, narrator."""
 
 from __future__ import annotations
 
-from faststream import AckPolicy, FastStream
-from faststream.nats import JStream, NatsBroker, PullSub
-from faststream.nats.annotations import NatsMessage
+import logging
 
-from taleforge.contracts import STREAM_NAME
-from taleforge.narrator.adapters.bus import BrokerBus
-from taleforge.narrator.adapters.consumer import (
-    TURN_REQUESTED_FILTER,
-    consumer_config,
-    prepare_jetstream,
-)
+import nats
+from faststream import FastStream
+from faststream.nats import NatsBroker
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from taleforge.narrator.adapters.bus import NatsBus
+from taleforge.narrator.adapters.consumer import FetchLoop, prepare_jetstream
 from taleforge.narrator.adapters.openai_client import OpenAINarrationModel
-from taleforge.narrator.handlers import narrate_turn
+from taleforge.narrator.adapters.session_store import KvSessionStore, open_bucket
+from taleforge.narrator.adapters.settings_kv import KvSettings
+from taleforge.narrator.adapters.story_log import JetStreamStoryLog
+from taleforge.narrator.dispatch import SessionDispatcher
+from taleforge.narrator.handlers import handle_message
 from taleforge.narrator.model import NarrationModel
-from taleforge.narrator.narration import Narrator, RetryPolicy
+from taleforge.narrator.narration import FirstDeltaObserver, Narrator, NarratorConfig, RetryPolicy
 from taleforge.narrator.settings import Settings
+from taleforge.narrator.tokens import make_counter
+
+log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, llm: NarrationModel | None = None) -> FastStream:
+class NarratorRuntime:
+    """Everything with a lifetime: started after the broker, stopped before it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        llm: NarrationModel | None,
+        observer: FirstDeltaObserver | None,
+    ) -> None:
+        self.settings = settings
+        self._own_model = OpenAINarrationModel(settings) if llm is None else None
+        self.model: NarrationModel = llm or self._own_model  # type: ignore[assignment]
+        self._observer = observer
+        self._nc: Client | None = None
+        self._loop: FetchLoop | None = None
+        self._live: KvSettings | None = None
+        self.dispatcher: SessionDispatcher[Msg] | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        self._nc = nc = await nats.connect(settings.nats_url, name="narrator")
+        js = nc.jetstream()
+        await prepare_jetstream(settings, nc)
+        sessions = await open_bucket(js, settings.sessions_bucket)
+        self._live = KvSettings(
+            await open_bucket(js, settings.settings_bucket), settings.live_defaults()
+        )
+        await self._live.start()
+        narrator = Narrator(
+            bus=NatsBus(nc, js),
+            model=self.model,
+            store=KvSessionStore(sessions),
+            story_log=JetStreamStoryLog(js),
+            settings=self._live,
+            counter=make_counter(settings.tokenizer),
+            config=NarratorConfig(
+                retry=RetryPolicy(
+                    max_deliver=settings.max_deliver,
+                    backoff_s=settings.retry_backoff_s,
+                    backoff_max_s=settings.retry_backoff_max_s,
+                    heartbeat_s=settings.ack_wait_s / 3,
+                    jitter=settings.retry_jitter,
+                ),
+                image_style=settings.image_style,
+                prices=settings.prices,
+                api=settings.api,
+                fold_keep_fraction=settings.fold_keep_fraction,
+            ),
+            observer=self._observer,
+        )
+
+        async def handle(msg: Msg) -> None:
+            await handle_message(msg, narrator)
+
+        self.dispatcher = SessionDispatcher(handle)
+        self._loop = FetchLoop(js, settings, self.dispatcher)
+        await self._loop.start()
+        log.info(
+            "narrator ready: api=%s model=%s concurrency=%d budget=%d tokens",
+            settings.api,
+            settings.model,
+            settings.concurrency,
+            settings.context_budget_tokens,
+        )
+
+    async def stop(self) -> None:
+        """Idempotent: stop fetching, let in-flight turns finish, then close."""
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            await loop.stop()
+        if self.dispatcher is not None:
+            # Queued, unstarted messages are redelivered after ack_wait; in-flight ones finish.
+            await self.dispatcher.drain(self.settings.graceful_timeout_s)
+        live, self._live = self._live, None
+        if live is not None:
+            await live.stop()
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            await nc.drain()
+        model, self._own_model = self._own_model, None
+        if model is not None:
+            await model.close()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    llm: NarrationModel | None = None,
+    observer: FirstDeltaObserver | None = None,
+) -> FastStream:
+    # The broker gives the app its lifecycle (and graceful shutdown); messages go through
+    # the runtime's own nats-py connection, which fetches in order and uses KV buckets.
     broker = NatsBroker(settings.nats_url, graceful_timeout=settings.graceful_timeout_s)
-    openai_model = OpenAINarrationModel(settings) if llm is None else None
-    narrator = Narrator(
-        bus=BrokerBus(broker),
-        model=llm or openai_model,  # type: ignore[arg-type]
-        model_name=settings.model,
-        retry=RetryPolicy(
-            max_deliver=settings.max_deliver,
-            backoff_s=settings.retry_backoff_s,
-            backoff_max_s=settings.retry_backoff_max_s,
-            heartbeat_s=settings.ack_wait_s / 3,
-        ),
-        image_style=settings.image_style,
-    )
-
-    # MANUAL acks: the narrator decides between ack, nack-with-delay and term itself.
-    @broker.subscriber(
-        TURN_REQUESTED_FILTER,
-        stream=JStream(STREAM_NAME, declare=False),
-        durable=settings.consumer_name,
-        config=consumer_config(settings),
-        pull_sub=PullSub(batch_size=1, timeout=5.0),
-        ack_policy=AckPolicy.MANUAL,
-    )
-    async def on_turn_requested(msg: NatsMessage) -> None:
-        await narrate_turn(msg, narrator)
-
     app = FastStream(broker)
-
-    @app.on_startup
-    async def wait_for_stream_and_consumer() -> None:
-        await prepare_jetstream(settings)
-
-    if openai_model is not None:
-
-        @app.after_shutdown
-        async def close_model() -> None:
-            await openai_model.close()
-
+    runtime = NarratorRuntime(settings, llm, observer)
+    app.after_startup(runtime.start)
+    app.on_shutdown(runtime.stop)
     return app

@@ -1,50 +1,54 @@
-"""Bus message in, narration out: the thin edge between FastStream and the Narrator."""
+"""Bus message in, decision out: the thin edge between JetStream and the Narrator."""
 
 from __future__ import annotations
 
 import logging
+import time
 
-from faststream.nats.message import NatsMessage
+from nats.aio.msg import Msg
 
-from taleforge.contracts import InvalidEvent, TurnRequested, parse_event
+from taleforge.contracts import InvalidEvent, SessionStarted, TurnRequested, parse_event
 from taleforge.narrator.narration import Narrator
 
 log = logging.getLogger(__name__)
 
 
-class NatsDelivery:
+class JetStreamDelivery:
     """A JetStream message seen as a `Delivery`."""
 
-    def __init__(self, msg: NatsMessage) -> None:
+    def __init__(self, msg: Msg) -> None:
         self._msg = msg
-        self.attempt = int(msg.raw_message.metadata.num_delivered or 1)
+        metadata = msg.metadata
+        self.attempt = int(metadata.num_delivered or 1)
+        self.stream_seq: int | None = metadata.sequence.stream if metadata.sequence else None
+        self.delivered_at = time.monotonic()
 
     async def ack(self) -> None:
         await self._msg.ack()
 
     async def nack(self, delay_s: float) -> None:
-        await self._msg.nack(delay=delay_s)
+        await self._msg.nak(delay=delay_s)
 
     async def term(self) -> None:
-        await self._msg.reject()
+        await self._msg.term()
 
     async def in_progress(self) -> None:
         await self._msg.in_progress()
 
 
-async def narrate_turn(msg: NatsMessage, narrator: Narrator) -> None:
-    delivery = NatsDelivery(msg)
+async def handle_message(msg: Msg, narrator: Narrator) -> None:
+    delivery = JetStreamDelivery(msg)
     try:
-        event = parse_event(msg.body)
-        if not isinstance(event, TurnRequested):
-            raise InvalidEvent(f"expected turn.requested, got {event.type}", event_type=event.type)
+        event = parse_event(msg.data)
+        if not isinstance(event, TurnRequested | SessionStarted):
+            raise InvalidEvent(f"unexpected {event.type} on {msg.subject}", event_type=event.type)
     except InvalidEvent as exc:
-        log.error("terminating malformed message on %s: %s", msg.raw_message.subject, exc.reason)
+        log.error("terminating malformed message on %s: %s", msg.subject, exc.reason)
         await delivery.term()
         return
     try:
         await narrator.handle(event, delivery)
     except Exception:
-        # Publishing the outcome failed (the bus itself is in trouble): let JetStream retry.
-        log.exception("could not settle turn %s; it will be redelivered", event.turn_id)
+        # Publishing or saving failed (the bus itself is in trouble): let JetStream retry.
+        log.exception("could not settle %s %s; it will be redelivered", event.type, event.event_id)
         await delivery.nack(1.0)

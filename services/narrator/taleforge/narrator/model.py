@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from taleforge.contracts import TokenUsage
+from taleforge.contracts import ImageKind, TokenUsage
 from taleforge.narrator.prompting import Prompt
 
 OnDelta = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """How to call the model for one request (from the live settings)."""
+
+    model: str
+    max_output_tokens: int
+    temperature: float | None = None
+    offer_illustration: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Illustration:
+    """The model asked for a picture of this beat (the request_illustration tool)."""
+
+    prompt: str
+    characters: list[str]
+    kind: ImageKind
 
 
 @dataclass(frozen=True)
@@ -18,6 +38,7 @@ class ModelReply:
     model: str
     usage: TokenUsage
     response_id: str | None
+    illustration: Illustration | None = None
 
 
 class ModelError(Exception):
@@ -32,7 +53,7 @@ class PermanentModelError(ModelError):
 
 
 class TransientModelError(ModelError):
-    """Worth another delivery later (rate limit, 5xx, timeout, stall, dropped stream)."""
+    """Worth another try later (rate limit, 5xx, timeout, stall, dropped or broken stream)."""
 
     def __init__(self, code: str, reason: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(code, reason)
@@ -40,8 +61,10 @@ class TransientModelError(ModelError):
 
 
 class NarrationModel(Protocol):
-    async def narrate(
-        self, prompt: Prompt, *, on_delta: OnDelta, metadata: dict[str, str]
-    ) -> ModelReply:
+    async def narrate(self, prompt: Prompt, call: ModelCall, *, on_delta: OnDelta) -> ModelReply:
         """Stream a reply, awaiting `on_delta` for each piece of text, in order."""
+        ...
+
+    async def summarize(self, instructions: str, text: str, call: ModelCall) -> ModelReply:
+        """One short reply, not streamed (the rolling summary)."""
         ...

@@ -1,43 +1,56 @@
-"""Narrating one turn: the events it publishes and what each failure becomes.
+"""Narrating one session's messages: story state in, events out, every failure decided.
 
 Every stream event for a turn has an id derived from the turn (`uuid5(turn_id, type)`), so
-a redelivered turn republishes the same ids and JetStream keeps only the first of each.
+a turn handled again republishes the same ids and JetStream keeps only the first of each.
+A turn already settled (in the session state, or — after a crash between publishing and
+saving — as the session's last narration on the stream) is acknowledged without calling
+the model again.
+
+Retries happen here, in order: while a turn waits for its next try (exponential backoff
+with jitter, at least the provider's retry-after), the session's later turns wait behind
+it, and other sessions carry on. The delivery count continues the attempt count, so a
+restart mid-retry resumes where it was; the last allowed attempt publishes `TurnFailed`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import re
+import random
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from taleforge.contracts import (
     Envelope,
-    ImageKind,
-    ImageRequested,
     NarrationCompleted,
     NarrationDelta,
     NarrationStarted,
+    SessionStarted,
     TurnFailed,
     TurnRequested,
 )
+from taleforge.contracts.events import ImagePolicy, NarrationSettings
+from taleforge.narrator.images import image_prompt, image_seed, plan_image
+from taleforge.narrator.live_settings import LiveSettings, SettingsSource
+from taleforge.narrator.memory import SUMMARY_INSTRUCTIONS, plan_fold, summary_request
 from taleforge.narrator.model import (
-    ModelReply,
+    ModelCall,
     NarrationModel,
     PermanentModelError,
     TransientModelError,
 )
+from taleforge.narrator.pricing import ModelPrice, cost_usd
 from taleforge.narrator.prompting import build_prompt
+from taleforge.narrator.story import SessionState
+from taleforge.narrator.tokens import TokenCounter
+
+__all__ = ["Narrator", "RetryPolicy", "event_id", "image_prompt", "image_seed"]
 
 log = logging.getLogger(__name__)
-
-MAX_IMAGE_SUBJECT_CHARS = 300
 
 
 class Bus(Protocol):
@@ -51,14 +64,32 @@ class Bus(Protocol):
 
 
 class Delivery(Protocol):
-    """One JetStream delivery of a turn, as the narrator needs to settle it."""
+    """One JetStream delivery, as the narrator needs to settle it."""
 
     attempt: int
+    stream_seq: int | None
+    delivered_at: float  # time.monotonic() when it was handed to the narrator
 
     async def ack(self) -> None: ...
     async def nack(self, delay_s: float) -> None: ...
     async def term(self) -> None: ...
     async def in_progress(self) -> None: ...
+
+
+class SessionStore(Protocol):
+    async def load(self, session_id: uuid.UUID) -> SessionState | None: ...
+    async def save(self, state: SessionState) -> None: ...
+
+
+class StoryLog(Protocol):
+    async def session_started(self, session_id: uuid.UUID) -> SessionStarted | None: ...
+    async def settled(
+        self, session_id: uuid.UUID, turn_id: uuid.UUID
+    ) -> NarrationCompleted | TurnFailed | None: ...
+
+
+# (turn_id, delivered_at, first_delta_published_at), monotonic seconds: for benchmarks.
+FirstDeltaObserver = Callable[[uuid.UUID, float, float], None]
 
 
 @dataclass(frozen=True)
@@ -67,30 +98,32 @@ class RetryPolicy:
     backoff_s: float
     backoff_max_s: float
     heartbeat_s: float
+    jitter: float = 0.0
+    rng: Callable[[], float] = field(default=random.random, compare=False)
 
     def delay_s(self, attempt: int, retry_after_s: float | None) -> float:
         backoff: float = min(self.backoff_s * 2.0 ** (attempt - 1), self.backoff_max_s)
+        # Jitter spreads retries of many sessions so they do not hit the provider together.
+        backoff *= 1.0 - self.jitter * self.rng()
         return max(backoff, retry_after_s or 0.0)
+
+
+@dataclass(frozen=True)
+class NarratorConfig:
+    retry: RetryPolicy
+    image_style: str
+    prices: dict[str, ModelPrice]
+    api: str = "responses"
+    fold_keep_fraction: float = 0.5
 
 
 def event_id(turn_id: uuid.UUID, name: str) -> uuid.UUID:
     return uuid.uuid5(turn_id, name)
 
 
-def image_seed(turn_id: uuid.UUID) -> int:
-    return int.from_bytes(hashlib.sha256(turn_id.bytes).digest()[:4], "big")
-
-
-def image_prompt(narration: str, style: str) -> str:
-    """A short visual description: the narration's first sentence plus a style."""
-    first = re.split(r"(?<=[.!?])\s", narration.strip(), maxsplit=1)[0]
-    subject = first[:MAX_IMAGE_SUBJECT_CHARS].rstrip(" .!?") or "a quiet moment in the story"
-    return f"{subject}, {style}"
-
-
 @contextlib.asynccontextmanager
 async def heartbeats(delivery: Delivery, every_s: float) -> AsyncIterator[None]:
-    """Tell JetStream the turn is still being worked on, so ack_wait does not expire."""
+    """Tell JetStream the message is still being worked on, so ack_wait does not expire."""
 
     async def beat() -> None:
         while True:
@@ -113,64 +146,173 @@ class Narrator:
         *,
         bus: Bus,
         model: NarrationModel,
-        model_name: str,
-        retry: RetryPolicy,
-        image_style: str,
+        store: SessionStore,
+        story_log: StoryLog,
+        settings: SettingsSource,
+        counter: TokenCounter,
+        config: NarratorConfig,
+        observer: FirstDeltaObserver | None = None,
     ) -> None:
         self._bus = bus
         self._model = model
-        self._model_name = model_name
-        self._retry = retry
-        self._image_style = image_style
+        self._store = store
+        self._log = story_log
+        self._settings = settings
+        self._counter = counter
+        self._config = config
+        self._retry = config.retry
+        self._observer = observer
 
-    async def handle(self, turn: TurnRequested, delivery: Delivery) -> None:
-        """Narrate the turn and settle the delivery: ack, nack with a delay, or fail the turn."""
-        try:
-            async with heartbeats(delivery, self._retry.heartbeat_s):
-                await self._narrate(turn, delivery.attempt)
-        except PermanentModelError as exc:
-            log.warning("turn %s failed for good: %s", turn.turn_id, exc)
-            await self._fail(turn, exc.code, exc.reason)
-        except Exception as exc:
-            retry_after = exc.retry_after_s if isinstance(exc, TransientModelError) else None
-            if isinstance(exc, TransientModelError):
-                reason = exc.reason
-            else:
-                log.exception("turn %s hit an unexpected error", turn.turn_id)
-                reason = f"internal error: {type(exc).__name__}"
-            if delivery.attempt >= self._retry.max_deliver:
-                log.warning(
-                    "turn %s failed after %d deliveries: %s", turn.turn_id, delivery.attempt, reason
+    async def handle(self, event: Envelope, delivery: Delivery) -> None:
+        if isinstance(event, SessionStarted):
+            await self._session_started(event)
+            await delivery.ack()
+        elif isinstance(event, TurnRequested):
+            await self._turn(event, delivery)
+        else:
+            log.warning("ignoring %s: not for the narrator", event.type)
+            await delivery.ack()
+
+    async def _session_started(self, event: SessionStarted) -> None:
+        if await self._store.load(event.session_id) is None:
+            await self._store.save(SessionState.started(event))
+            log.info("session %s started (%s)", event.session_id, event.scenario_id)
+
+    async def _state_for(self, session_id: uuid.UUID) -> SessionState:
+        """The session's state; rebuilt from its SessionStarted if the bucket lacks it."""
+        state = await self._store.load(session_id)
+        if state is not None:
+            return state
+        started = await self._log.session_started(session_id)
+        if started is None:
+            log.warning("session %s has no SessionStarted; no scenario to narrate", session_id)
+            return SessionState(session_id=session_id)
+        return SessionState.started(started)
+
+    async def _turn(self, turn: TurnRequested, delivery: Delivery) -> None:
+        state = await self._state_for(turn.session_id)
+        if state.is_settled(turn.turn_id, delivery.stream_seq):
+            log.info("turn %s was already settled; acknowledging it again", turn.turn_id)
+            await delivery.ack()
+            return
+        if delivery.attempt > 1:
+            # Settled, but we stopped before saving the state (crash, lost ack)?
+            outcome = await self._log.settled(turn.session_id, turn.turn_id)
+            if outcome is not None:
+                log.info(
+                    "turn %s already has %s; not narrating it again", turn.turn_id, outcome.type
                 )
-                await self._fail(
-                    turn,
-                    "provider_unavailable",
-                    f"The storyteller could not be reached after {delivery.attempt} attempts "
-                    f"({reason}).",
-                )
-            else:
-                delay = self._retry.delay_s(delivery.attempt, retry_after)
+                if isinstance(outcome, NarrationCompleted):
+                    state = state.with_turn(
+                        turn.turn_id, turn.input_type, turn.text, outcome.text, delivery.stream_seq
+                    )
+                else:
+                    state = state.with_failed_turn(turn.turn_id, delivery.stream_seq)
+                await self._store.save(state)
+                await delivery.ack()
+                return
+        async with heartbeats(delivery, self._retry.heartbeat_s):
+            state = await self._attempts(turn, state, delivery)
+            await self._store.save(state)
+        await delivery.ack()
+
+    async def _attempts(
+        self, turn: TurnRequested, state: SessionState, delivery: Delivery
+    ) -> SessionState:
+        attempt = delivery.attempt
+        while True:
+            try:
+                return await self._narrate(turn, state, attempt, delivery)
+            except PermanentModelError as exc:
+                log.warning("turn %s failed for good: %s", turn.turn_id, exc)
+                await self._fail(turn, exc.code, exc.reason)
+                return state.with_failed_turn(turn.turn_id, delivery.stream_seq)
+            except Exception as exc:
+                if isinstance(exc, TransientModelError):
+                    reason, retry_after = exc.reason, exc.retry_after_s
+                else:
+                    log.exception("turn %s hit an unexpected error", turn.turn_id)
+                    reason, retry_after = f"internal error: {type(exc).__name__}", None
+                if attempt >= self._retry.max_deliver:
+                    log.warning(
+                        "turn %s failed after %d attempts: %s", turn.turn_id, attempt, reason
+                    )
+                    await self._fail(
+                        turn,
+                        "provider_unavailable",
+                        f"The storyteller could not be reached after {attempt} attempts "
+                        f"({reason}).",
+                    )
+                    return state.with_failed_turn(turn.turn_id, delivery.stream_seq)
+                delay = self._retry.delay_s(attempt, retry_after)
                 log.info(
                     "turn %s attempt %d failed (%s); retrying in %.2f s",
                     turn.turn_id,
-                    delivery.attempt,
+                    attempt,
                     reason,
                     delay,
                 )
-                await delivery.nack(delay)
-                return
-        await delivery.ack()
+                await asyncio.sleep(delay)
+                attempt += 1
+                # A fold done before the failure is saved: reload so it is not done twice.
+                state = await self._store.load(turn.session_id) or state
 
-    async def _narrate(self, turn: TurnRequested, attempt: int) -> None:
+    async def _fold_if_needed(
+        self, turn: TurnRequested, state: SessionState, live: LiveSettings
+    ) -> SessionState:
+        plan = plan_fold(
+            state,
+            turn,
+            self._counter,
+            budget_tokens=live.context_budget_tokens,
+            summary_tokens=live.summary_max_output_tokens,
+            keep_fraction=self._config.fold_keep_fraction,
+        )
+        if not plan.turns:
+            return state
+        call = ModelCall(
+            model=live.summary_model,
+            max_output_tokens=live.summary_max_output_tokens,
+            metadata={"session_id": str(turn.session_id), "purpose": "summary"},
+        )
+        reply = await self._model.summarize(
+            SUMMARY_INSTRUCTIONS, summary_request(state, plan.turns), call
+        )
+        folded = state.with_summary(reply.text.strip(), plan.turns)
+        # Saved at once: the folded turns are gone from the history, never summarised again.
+        await self._store.save(folded)
+        log.info(
+            "session %s: folded turns up to %d into the summary (prompt was %d tokens, budget %d)",
+            turn.session_id,
+            folded.summarized_through,
+            plan.prompt_tokens,
+            live.context_budget_tokens,
+        )
+        return folded
+
+    async def _narrate(
+        self, turn: TurnRequested, state: SessionState, attempt: int, delivery: Delivery
+    ) -> SessionState:
         turn_id = turn.turn_id
         common = {"session_id": turn.session_id, "user_id": turn.user_id, "turn_id": turn_id}
+        live = await self._settings.current()
         await self._bus.publish_event(
             NarrationStarted(
                 event_id=event_id(turn_id, NarrationStarted.TYPE),
-                model=self._model_name,
+                model=live.model,
                 attempt=attempt,
                 **common,
             )
+        )
+        state = await self._fold_if_needed(turn, state, live)
+        prompt = build_prompt(turn, state)
+        policy = live.image_policy or state.scenario.image_policy
+        call = ModelCall(
+            model=live.model,
+            max_output_tokens=live.max_output_tokens,
+            temperature=live.temperature,
+            offer_illustration=policy is not ImagePolicy.NEVER,
+            metadata={"session_id": str(turn.session_id), "turn_id": str(turn_id)},
         )
         started = time.monotonic()
         first_token_at: float | None = None
@@ -178,22 +320,24 @@ class Narrator:
 
         async def on_delta(text: str) -> None:
             nonlocal first_token_at, index
-            if first_token_at is None:
-                first_token_at = time.monotonic()
-            live = NarrationDelta(
+            live_delta = NarrationDelta(
                 event_id=event_id(turn_id, f"narration.delta:{attempt}:{index}"),
                 index=index,
                 delta=text,
                 **common,
             )
             index += 1
-            await self._bus.publish_live(live)
+            await self._bus.publish_live(live_delta)
+            if first_token_at is None:
+                first_token_at = time.monotonic()
+                if self._observer is not None:
+                    self._observer(turn_id, delivery.delivered_at, first_token_at)
 
-        metadata = {"session_id": str(turn.session_id), "turn_id": str(turn_id)}
-        reply: ModelReply = await self._model.narrate(
-            build_prompt(turn), on_delta=on_delta, metadata=metadata
-        )
+        reply = await self._model.narrate(prompt, call, on_delta=on_delta)
         finished = time.monotonic()
+        cost = cost_usd(self._config.prices, reply.model, reply.usage)
+        if cost is None:
+            cost = cost_usd(self._config.prices, live.model, reply.usage)
         await self._bus.publish_event(
             NarrationCompleted(
                 event_id=event_id(turn_id, NarrationCompleted.TYPE),
@@ -205,26 +349,31 @@ class Narrator:
                 if first_token_at is None
                 else (first_token_at - started) * 1000,
                 duration_ms=(finished - started) * 1000,
+                cost_usd=cost,
+                settings=NarrationSettings(
+                    api=self._config.api,
+                    model=live.model,
+                    temperature=live.temperature,
+                    max_output_tokens=live.max_output_tokens,
+                    context_budget_tokens=live.context_budget_tokens,
+                    image_policy=policy,
+                ),
                 **common,
             )
         )
-        image_id = event_id(turn_id, "image:scene")
-        await self._bus.publish_event(
-            ImageRequested(
-                event_id=event_id(turn_id, ImageRequested.TYPE),
-                image_id=image_id,
-                kind=ImageKind.SCENE,
-                prompt=image_prompt(reply.text, self._image_style),
-                seed=image_seed(turn_id),
-                **common,
-            )
-        )
+        image = plan_image(turn, state, reply, policy, self._config.image_style)
+        if image is not None:
+            await self._bus.publish_event(image)
         log.info(
-            "narrated turn %s (%d chars, %d output tokens)",
+            "narrated turn %s (%d chars; tokens in %d, cached %d, out %d; $%s)",
             turn_id,
             len(reply.text),
+            reply.usage.input_tokens,
+            reply.usage.cached_tokens,
             reply.usage.output_tokens,
+            "?" if cost is None else f"{cost:.6f}",
         )
+        return state.with_turn(turn_id, turn.input_type, turn.text, reply.text, delivery.stream_seq)
 
     async def _fail(self, turn: TurnRequested, code: str, reason: str) -> None:
         await self._bus.publish_event(

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from taleforge.contracts.events import ImagePolicy
+from taleforge.narrator.live_settings import LiveSettings
+from taleforge.narrator.pricing import DEFAULT_PRICES, ModelPrice
 
 
 def _env(name: str, field: str) -> AliasChoices:
@@ -21,6 +27,9 @@ class Settings(BaseSettings):
     # The sandbox accepts any key, so development needs none.
     openai_api_key: SecretStr = Field(
         SecretStr("sk-sandbox"), validation_alias=_env("OPENAI_API_KEY", "openai_api_key")
+    )
+    api: Literal["responses", "chat"] = Field(
+        "responses", validation_alias=_env("NARRATOR_API", "api")
     )
     model: str = Field("gpt-4.1-mini", validation_alias=_env("NARRATOR_MODEL", "model"))
     temperature: float = Field(
@@ -52,10 +61,56 @@ class Settings(BaseSettings):
         "painterly storybook illustration, dramatic lighting, rich colour",
         validation_alias=_env("NARRATOR_IMAGE_STYLE", "image_style"),
     )
+    concurrency: int = Field(16, ge=1, validation_alias=_env("NARRATOR_CONCURRENCY", "concurrency"))
+    context_budget_tokens: int = Field(
+        6000,
+        ge=256,
+        validation_alias=_env("NARRATOR_CONTEXT_BUDGET_TOKENS", "context_budget_tokens"),
+    )
+    fold_keep_fraction: float = Field(
+        0.5, gt=0, le=1, validation_alias=_env("NARRATOR_FOLD_KEEP_FRACTION", "fold_keep_fraction")
+    )
+    summary_model: str = Field(
+        "gpt-4.1-nano", validation_alias=_env("NARRATOR_SUMMARY_MODEL", "summary_model")
+    )
+    summary_max_output_tokens: int = Field(
+        300,
+        ge=16,
+        validation_alias=_env("NARRATOR_SUMMARY_MAX_OUTPUT_TOKENS", "summary_max_output_tokens"),
+    )
+    tokenizer: str = Field("approx", validation_alias=_env("NARRATOR_TOKENIZER", "tokenizer"))
+    image_policy: ImagePolicy | None = Field(
+        None, validation_alias=_env("NARRATOR_IMAGE_POLICY", "image_policy")
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        validation_alias=_env("NARRATOR_PRICES", "prices"),
+    )
+    retry_jitter: float = Field(
+        0.2, ge=0, le=1, validation_alias=_env("NARRATOR_RETRY_JITTER", "retry_jitter")
+    )
+    settings_bucket: str = Field(
+        "narrator-settings", validation_alias=_env("NARRATOR_SETTINGS_BUCKET", "settings_bucket")
+    )
+    sessions_bucket: str = Field(
+        "narrator-sessions", validation_alias=_env("NARRATOR_SESSIONS_BUCKET", "sessions_bucket")
+    )
     log_level: str = Field("INFO", validation_alias=_env("NARRATOR_LOG_LEVEL", "log_level"))
     consumer_name: str = Field(
         "narrator", validation_alias=_env("NARRATOR_CONSUMER", "consumer_name")
     )
+
+    def live_defaults(self) -> LiveSettings:
+        """The run-time-changeable settings as configured at start-up."""
+        return LiveSettings(
+            model=self.model,
+            temperature=self.temperature,
+            max_output_tokens=self.max_output_tokens,
+            context_budget_tokens=self.context_budget_tokens,
+            summary_model=self.summary_model,
+            summary_max_output_tokens=self.summary_max_output_tokens,
+            image_policy=self.image_policy,
+        )
 
     @property
     def graceful_timeout_s(self) -> float:

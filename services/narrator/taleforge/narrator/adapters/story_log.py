@@ -1,0 +1,47 @@
+"""Reading the STORY stream: a session's start, and whether a turn was already settled."""
+
+from __future__ import annotations
+
+import uuid
+
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from taleforge.contracts import (
+    STREAM_NAME,
+    InvalidEvent,
+    NarrationCompleted,
+    SessionStarted,
+    TurnFailed,
+    event_subject,
+    parse_event,
+)
+
+
+class JetStreamStoryLog:
+    def __init__(self, js: JetStreamContext) -> None:
+        self._js = js
+
+    async def _last(self, session_id: uuid.UUID, event_type: str) -> object | None:
+        try:
+            msg = await self._js.get_last_msg(STREAM_NAME, event_subject(session_id, event_type))
+        except NotFoundError:
+            return None
+        try:
+            return parse_event(msg.data or b"")
+        except InvalidEvent:
+            return None
+
+    async def session_started(self, session_id: uuid.UUID) -> SessionStarted | None:
+        event = await self._last(session_id, SessionStarted.TYPE)
+        return event if isinstance(event, SessionStarted) else None
+
+    async def settled(
+        self, session_id: uuid.UUID, turn_id: uuid.UUID
+    ) -> NarrationCompleted | TurnFailed | None:
+        """The turn's outcome if it is the last one published for the session."""
+        for event_type in (NarrationCompleted.TYPE, TurnFailed.TYPE):
+            event = await self._last(session_id, event_type)
+            if isinstance(event, NarrationCompleted | TurnFailed) and event.turn_id == turn_id:
+                return event
+        return None
