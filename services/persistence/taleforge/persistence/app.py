@@ -1,17 +1,16 @@
-"""Composition root: the broker, the one durable consumer, and the repository behind it."""
+"""Composition root: the NATS connection, the one durable consumer, and the repository."""
 
 from __future__ import annotations
 
 import logging
 
-from faststream import AckPolicy, FastStream
-from faststream.nats import JStream, NatsBroker, PullSub
+from faststream import FastStream
+from faststream.nats import NatsBroker
 
-from taleforge.contracts import STREAM_NAME, STREAM_SUBJECTS
 from taleforge.persistence.adapters.repository import Repository, create_engine
 from taleforge.persistence.bootstrap import declare_event_log, migrate_database
+from taleforge.persistence.consumer import EventConsumer
 from taleforge.persistence.delivery import RetryPolicy
-from taleforge.persistence.handlers import make_record_events
 from taleforge.persistence.settings import Settings
 
 
@@ -31,17 +30,15 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
         # FastStream's per-message lines at DEBUG; retries and dead letters are logged by us.
         log_level=logging.DEBUG,
     )
-    # Binds to the durable consumer `declare_event_log` created (nats-py reuses an existing
-    # one as is). Batches of up to PERSISTENCE_BATCH_SIZE (what is there, not waiting to
-    # fill one), applied in one transaction; MANUAL acks: the handler settles each message.
-    broker.subscriber(
-        STREAM_SUBJECTS[0],
-        stream=JStream(STREAM_NAME, declare=False),
+    # Binds to the durable consumer `declare_event_log` created. Batches of up to
+    # PERSISTENCE_BATCH_SIZE (what is waiting, not waiting for more), each applied in one
+    # transaction; every message is acked, termed or naked explicitly.
+    consumer = EventConsumer(
+        repo,
+        policy,
         durable=settings.persistence_consumer,
-        pull_sub=PullSub(batch_size=settings.persistence_batch_size, timeout=1.0, batch=True),
-        ack_policy=AckPolicy.MANUAL,
-    )(make_record_events(repo, policy))
-
+        batch_size=settings.persistence_batch_size,
+    )
     app = FastStream(broker)
 
     @app.on_startup
@@ -49,6 +46,14 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
         if settings.persistence_migrate_on_start:
             await migrate_database(settings)
         await declare_event_log(settings)
+
+    @app.after_startup
+    async def consume() -> None:
+        await consumer.start(broker.connection.jetstream())
+
+    @app.on_shutdown
+    async def drain() -> None:
+        await consumer.stop(settings.persistence_graceful_timeout_s)
 
     @app.after_shutdown
     async def close() -> None:

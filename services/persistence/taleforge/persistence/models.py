@@ -113,6 +113,8 @@ class StorySession(Base):
         UUID(as_uuid=True),
         ForeignKey("turns.id", ondelete="SET NULL", use_alter=True),
     )
+    # Starts as {"scenario": <the ScenarioSnapshot the session started with>}; what the
+    # narrator remembers goes here too once an event carries it.
     story_state: Mapped[dict[str, Any]] = _json_object()
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = mapped_column(
@@ -182,8 +184,9 @@ class Image(Base):
     status: Mapped[str] = mapped_column(Text, nullable=False)
     prompt: Mapped[str | None] = mapped_column(Text)
     seed: Mapped[int | None] = mapped_column(BigInteger)
-    # The ComfyUI workflow template (name@version) that rendered it, when the event says.
-    template_version: Mapped[str | None] = mapped_column(Text)
+    # The ComfyUI workflow template and its revision that rendered it (0 = as shipped).
+    template: Mapped[str | None] = mapped_column(Text)
+    template_version: Mapped[int | None] = mapped_column(Integer)
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     bucket: Mapped[str | None] = mapped_column(Text)

@@ -2,9 +2,12 @@
 
 Every function runs inside the caller's transaction (see `adapters.repository`), which also
 records the event id, so an event is applied exactly once however often it is delivered.
-Turn and image statuses only move forward: pending → narrating → completed | failed, and
-the first terminal event wins. An event about rows that do not exist is rejected
-(`EventRejected`) and dead-lettered: in stream order its parent always comes first.
+A turn's parent is the session's head turn when it was requested, and the new turn becomes
+the head. Each completed narration adds its tokens and cost to the player's usage ledger for
+that (UTC) day, once. Turn and image statuses only move forward: pending → narrating →
+completed | failed, and the first terminal event wins. An event about rows that do not
+exist is rejected (`EventRejected`) and dead-lettered: in stream order its parent always
+comes first.
 """
 
 from __future__ import annotations
@@ -57,6 +60,12 @@ async def _exists(conn: AsyncConnection, table: Any, row_id: UUID, what: str) ->
         raise EventRejected(f"unknown {what} {row_id}")
 
 
+def _initial_state(event: SessionStarted) -> dict[str, Any]:
+    if event.scenario is None:
+        return {}
+    return {"scenario": event.scenario.model_dump(mode="json")}
+
+
 async def start_session(conn: AsyncConnection, event: SessionStarted) -> None:
     await conn.execute(
         insert(sessions)
@@ -67,6 +76,7 @@ async def start_session(conn: AsyncConnection, event: SessionStarted) -> None:
             title=event.title,
             opening=event.opening,
             turn_count=0,
+            story_state=_initial_state(event),
             created_at=event.occurred_at,
             updated_at=event.occurred_at,
         )
@@ -188,9 +198,8 @@ async def complete_narration(conn: AsyncConnection, event: NarrationCompleted) -
 
 
 def _cost_usd(event: NarrationCompleted) -> Decimal | None:
-    # The narrator prices a turn from its usage; events from before it did carry no cost.
-    cost = getattr(event, "cost_usd", None)
-    return None if cost is None else Decimal(str(cost))
+    # None: an unpriced model, or an event from before the narrator priced turns.
+    return None if event.cost_usd is None else Decimal(str(event.cost_usd))
 
 
 async def _add_usage(
@@ -259,7 +268,6 @@ async def request_image(conn: AsyncConnection, event: ImageRequested) -> None:
             status="pending",
             prompt=event.prompt,
             seed=event.seed,
-            template_version=getattr(event, "template_version", None),
             width=event.width,
             height=event.height,
             requested_at=event.occurred_at,
@@ -288,9 +296,9 @@ async def complete_image(conn: AsyncConnection, event: ImageCompleted) -> None:
     }
     if event.seed is not None:
         values["seed"] = event.seed
-    template_version = getattr(event, "template_version", None)
-    if template_version is not None:
-        values["template_version"] = template_version
+    if event.template is not None:
+        values["template"] = event.template
+        values["template_version"] = event.template_version
     await _update_pending_image(conn, event, values)
 
 

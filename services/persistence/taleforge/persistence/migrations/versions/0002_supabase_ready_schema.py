@@ -1,8 +1,9 @@
 """Supabase-ready schema: scenarios, saves, a daily usage ledger, turn parents, head turns.
 
 Adds to 0001 (never edited: it may be applied already): `story_sessions.head_turn_id` and
-`story_state`, `turns.parent_turn_id` and `cost_usd`, `images.template_version`, the tables
-`scenarios`, `saves` and `usage_ledger`, and the indexes the API's queries use. Rows already
+`story_state`, `turns.parent_turn_id` and `cost_usd`, `images.template` and
+`template_version`, the tables `scenarios`, `saves` and `usage_ledger`, and the indexes the
+API's queries use. Rows already
 there are backfilled (parents and heads from turn order, the ledger from completed turns), so
 a development database keeps working without a rebuild.
 
@@ -110,7 +111,8 @@ def upgrade() -> None:
     # uq_turns_session_id_seq already indexes (session_id, seq); this one only cost writes.
     op.drop_index("ix_turns_session_id_seq", table_name="turns")
 
-    op.add_column("images", sa.Column("template_version", sa.Text()))
+    op.add_column("images", sa.Column("template", sa.Text()))
+    op.add_column("images", sa.Column("template_version", sa.Integer()))
     op.create_index("ix_images_session_id", "images", ["session_id"])
 
     op.create_table(
@@ -164,6 +166,7 @@ def downgrade() -> None:
 
     op.drop_index("ix_images_session_id", table_name="images")
     op.drop_column("images", "template_version")
+    op.drop_column("images", "template")
 
     op.create_index("ix_turns_session_id_seq", "turns", ["session_id", "seq"])
     op.drop_index("ix_turns_requested_at", table_name="turns")
