@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from taleforge.api.adapters import read_model
 from taleforge.api.adapters.bus import EventBus
 from taleforge.api.auth import InvalidCredentials, User, verify_token
 from taleforge.api.settings import Settings
@@ -33,16 +34,6 @@ def get_engine(request: Request) -> AsyncEngine:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 Bus = Annotated[EventBus, Depends(get_bus)]
-
-
-async def get_db(
-    engine: Annotated[AsyncEngine, Depends(get_engine)],
-) -> AsyncIterator[AsyncConnection]:
-    async with engine.connect() as conn:
-        yield conn
-
-
-DbSession = Annotated[AsyncConnection, Depends(get_db)]
 
 
 def _unauthorized(reason: str) -> HTTPException:
@@ -70,3 +61,17 @@ async def current_user(
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def get_db(
+    engine: Annotated[AsyncEngine, Depends(get_engine)],
+    settings: SettingsDep,
+    user: CurrentUser,
+) -> AsyncIterator[AsyncConnection]:
+    """A read-model connection whose transaction runs as the caller (row-level security)."""
+    async with engine.connect() as conn:
+        await read_model.act_as(conn, user.id, role=settings.db_role)
+        yield conn
+
+
+DbSession = Annotated[AsyncConnection, Depends(get_db)]

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     db_connect_timeout_s: float = Field(
         5.0, gt=0, validation_alias=_env("API_DB_CONNECT_TIMEOUT_S")
     )
+    # The Postgres role the read queries run as, with the player's JWT claims set per
+    # transaction, so row-level security applies. The login in DATABASE_URL must be allowed
+    # to SET ROLE to it (on Supabase: `authenticated`). Empty: keep the login's own role.
+    db_role: str = Field("authenticated", validation_alias=_env("API_DB_ROLE"))
     log_level: str = Field("INFO", validation_alias=_env("API_LOG_LEVEL"))
 
     @property

@@ -3,11 +3,17 @@
 Read-only: these tables mirror the persistence schema (it owns the migrations) and are never
 created from here. Every query filters by the caller's user id, so another player's ids look
 exactly like unknown ones.
+
+Defence in depth: each request's transaction first becomes the player (`act_as`): the role
+`authenticated` and the player's JWT claims, set for that transaction only, as Supabase's
+PostgREST does. Row-level security then hides every other player's rows even from a query
+that forgot its `user_id` filter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 from uuid import UUID
@@ -94,6 +100,31 @@ images = Table(
 )
 
 
+# The role a request's reads run as, remembered on the connection for `wait_for_session`.
+_ROLE_KEY = "taleforge_read_role"
+
+_ACT_AS = text(
+    "SELECT set_config('role', :role, true), set_config('request.jwt.claims', :claims, true)"
+)
+
+
+async def act_as(conn: AsyncConnection, user_id: UUID, *, role: str = "authenticated") -> None:
+    """Begin `conn`'s transaction as the player `user_id`, for that transaction only.
+
+    `set_config(..., true)` is `SET LOCAL`: both settings end with the transaction, so a
+    pooled connection never carries one player's identity into another's request. An empty
+    `role` keeps the connection's own role (only the claims are set).
+    """
+    conn.info[_ROLE_KEY] = role
+    claims = json.dumps({"sub": str(user_id), "role": role or "authenticated"})
+    if role:
+        await conn.execute(_ACT_AS, {"role": role, "claims": claims})
+    else:
+        await conn.execute(
+            text("SELECT set_config('request.jwt.claims', :claims, true)"), {"claims": claims}
+        )
+
+
 async def ping(conn: AsyncConnection) -> None:
     await conn.execute(text("SELECT 1"))
 
@@ -117,8 +148,11 @@ async def wait_for_session(
     deadline = time.monotonic() + timeout_s
     while True:
         row = await get_session(conn, session_id, user_id)
-        # End the transaction so the next poll reads a fresh snapshot whatever the isolation.
+        # End the transaction so the next poll reads a fresh snapshot whatever the isolation;
+        # the next one becomes the player again (the role and claims were transaction-local).
         await conn.rollback()
+        if _ROLE_KEY in conn.info:
+            await act_as(conn, user_id, role=conn.info[_ROLE_KEY])
         if row is not None or time.monotonic() >= deadline:
             return row
         await asyncio.sleep(interval_s)
