@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import pytest
 
+from taleforge.contracts import NarrationCompleted, TokenUsage
+from taleforge.persistence.adapters.repository import Repository, create_engine
 from taleforge.persistence.migrations import downgrade, upgrade_to_head, upgrade_to_head_async
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"story_sessions", "turns", "images", "processed_events", "dead_letters"}
+TABLES = {
+    "scenarios",
+    "story_sessions",
+    "turns",
+    "images",
+    "saves",
+    "usage_ledger",
+    "processed_events",
+    "dead_letters",
+}
 
 
 async def _tables(url: str) -> set[str]:
@@ -56,3 +69,61 @@ async def test_models_match_the_migrations(migrated_database_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
+
+
+async def _fetch(url: str, sql: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
+
+
+async def test_down_and_up_again_on_a_database_with_data(
+    migrated_database_url: str, story: Any
+) -> None:
+    url = migrated_database_url
+    repo = Repository(create_engine(url))
+    try:
+        await repo.apply_event(story.started())
+        first, second = story.turn("one"), story.turn("two")
+        for event in (first, second):
+            await repo.apply_event(event)
+        await repo.apply_event(
+            NarrationCompleted(
+                **story.ids(first.turn_id),
+                text="The lamp is lit.",
+                model="m",
+                usage=TokenUsage(input_tokens=10, output_tokens=5, total_tokens=15),
+                cost_usd=0.25,
+            )
+        )
+    finally:
+        await repo.close()
+
+    # Back to the first schema: the rows it has columns for stay.
+    downgrade(url, "0001")
+    assert "usage_ledger" not in await _tables(url)
+    assert len(await _fetch(url, "SELECT * FROM turns")) == 2
+
+    # Forward again: the new columns and the ledger are backfilled from those rows.
+    upgrade_to_head(url)
+    turns = await _fetch(url, "SELECT id, parent_turn_id FROM turns ORDER BY seq")
+    assert [(t["id"], t["parent_turn_id"]) for t in turns] == [
+        (first.turn_id, None),
+        (second.turn_id, first.turn_id),
+    ]
+    [session] = await _fetch(url, "SELECT head_turn_id, story_state FROM story_sessions")
+    assert session["head_turn_id"] == second.turn_id
+    [ledger] = await _fetch(url, "SELECT completed_turns, total_tokens FROM usage_ledger")
+    assert (ledger["completed_turns"], ledger["total_tokens"]) == (1, 15)
+    # The policies are back too.
+    policies = await _fetch(url, "SELECT policyname FROM pg_policies WHERE tablename = 'turns'")
+    assert {p["policyname"] for p in policies} == {"turns_select_own", "turns_admin_all"}
+
+    # All the way down with data in every table, and up again.
+    downgrade(url, "base")
+    assert await _tables(url) == {"alembic_version"}
+    assert await _fetch(url, "SELECT to_regprocedure('auth.uid()') AS f") == [(None,)]
+    upgrade_to_head(url)
+    assert TABLES <= await _tables(url)
