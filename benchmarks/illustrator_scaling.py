@@ -115,7 +115,6 @@ async def _stack(
             env = {
                 "NATS_URL": server.url,
                 "COMFYUI_URLS": ",".join(urls),
-                "ILLUSTRATOR_REPLICAS": str(backends),
                 "ILLUSTRATOR_CHECKPOINT": "sandbox-v1.safetensors",
                 "ILLUSTRATOR_STEPS": "10",
                 "ILLUSTRATOR_LOG_LEVEL": "WARNING",

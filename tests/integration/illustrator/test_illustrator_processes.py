@@ -35,7 +35,7 @@ async def bus(nats_url: str) -> AsyncIterator[tuple[Client, JetStreamContext]]:
     await nc.close()
 
 
-def start_illustrator(nats_url: str, comfyui_url: str, replicas: int) -> subprocess.Popen[bytes]:
+def start_illustrator(nats_url: str, comfyui_url: str) -> subprocess.Popen[bytes]:
     env = os.environ | {
         "NATS_URL": nats_url,
         "COMFYUI_URL": comfyui_url,
@@ -43,7 +43,6 @@ def start_illustrator(nats_url: str, comfyui_url: str, replicas: int) -> subproc
         "ILLUSTRATOR_STEPS": "5",
         "ILLUSTRATOR_ACK_WAIT_S": "1.5",
         "ILLUSTRATOR_MAX_DELIVER": "4",
-        "ILLUSTRATOR_REPLICAS": str(replicas),
         "ILLUSTRATOR_RENDER_TIMEOUT_S": "20",
         "ILLUSTRATOR_LOG_LEVEL": "WARNING",
     }
@@ -83,7 +82,7 @@ async def test_killed_illustrator_leaves_its_job_to_another_exactly_once(
 ) -> None:
     nc, js = bus
     with serve_in_thread(create_sandbox(ComfyUISandboxConfig(render_ms=2000))) as comfyui_url:
-        procs = [start_illustrator(nats_url, comfyui_url, replicas=2) for _ in range(2)]
+        procs = [start_illustrator(nats_url, comfyui_url) for _ in range(2)]
         try:
             await wait_for_workers(js, 2)
             turn_id = uuid.uuid4()

@@ -144,7 +144,7 @@ async def test_request_yields_one_completed_png_in_the_store(
     assert progress[-1]["image_id"] == str(request.image_id)
     info = await js.consumer_info(STREAM_NAME, "illustrator")
     assert (info.num_ack_pending, info.num_pending) == (0, 0)
-    assert info.config.max_deliver == 3 and info.config.max_ack_pending == 1
+    assert info.config.max_deliver == 3 and info.config.max_ack_pending == 1000
 
 
 async def test_socket_drop_falls_back_to_history(

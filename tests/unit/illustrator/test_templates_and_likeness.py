@@ -62,7 +62,8 @@ def test_pool_urls_and_consumer_limits_from_settings() -> None:
     assert Settings(comfyui_url="http://a:1").backend_urls == ["http://a:1"]
     pool = Settings(comfyui_urls=" http://a:1, http://b:2 ,", comfyui_url="http://x:9")
     assert pool.backend_urls == ["http://a:1", "http://b:2"]
-    assert Settings(concurrency=3, replicas=4).max_ack_pending == 12
+    assert Settings().max_ack_pending == 1000
+    assert Settings(max_ack_pending=8).max_ack_pending == 8
 
 
 def test_pinned_seed_is_per_session_and_character() -> None:

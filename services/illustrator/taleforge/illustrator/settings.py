@@ -39,8 +39,10 @@ class Settings(BaseSettings):
     ack_wait_s: float = Field(60.0, gt=0, description="Consumer ack_wait; heartbeats at 1/3.")
     max_deliver: int = Field(5, ge=1, description="Deliveries before ImageFailed.")
     concurrency: int = Field(1, ge=1, description="Renders at once in this process.")
-    replicas: int = Field(
-        1, ge=1, description="Illustrator processes sharing the consumer (for max_ack_pending)."
+    max_ack_pending: int = Field(
+        1000,
+        ge=1,
+        description="Consumer-wide cap on renders in flight across all illustrator processes.",
     )
     retry_backoff_s: float = Field(2.0, ge=0, description="First nak delay; doubles, max 60 s.")
     health_interval_s: float = Field(2.0, gt=0, description="Probe ComfyUI backends this often.")
@@ -78,12 +80,6 @@ class Settings(BaseSettings):
     @property
     def allowed_placeholders(self) -> frozenset[str]:
         return BUILTIN_PLACEHOLDERS | frozenset(self.placeholders)
-
-    @property
-    def max_ack_pending(self) -> int:
-        # Consumer-wide: every process's concurrency, so none starves the others, and no
-        # process can hold more than it works on (each fetches only for an idle worker).
-        return self.concurrency * self.replicas
 
     @property
     def graceful_timeout_s(self) -> float:
