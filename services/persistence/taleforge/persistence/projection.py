@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,14 +34,13 @@ from taleforge.contracts import (
     TurnFailed,
     TurnRequested,
 )
-from taleforge.persistence.models import Base, Image, StorySession, Turn, UsageLedger
+from taleforge.persistence.models import Base, Image, StorySession, Turn
 
 log = logging.getLogger(__name__)
 
 sessions = Base.metadata.tables[StorySession.__tablename__]
 turns = Base.metadata.tables[Turn.__tablename__]
 images = Base.metadata.tables[Image.__tablename__]
-usage_ledger = Base.metadata.tables[UsageLedger.__tablename__]
 
 OPEN_TURN = ("pending", "narrating")
 
@@ -202,35 +201,43 @@ def _cost_usd(event: NarrationCompleted) -> Decimal | None:
     return None if event.cost_usd is None else Decimal(str(event.cost_usd))
 
 
+_ADD_USAGE = text(
+    """
+    INSERT INTO usage_ledger AS l (user_id, day, completed_turns, input_tokens, cached_tokens,
+                                   output_tokens, reasoning_tokens, total_tokens, cost_usd,
+                                   updated_at)
+    VALUES (:user_id, :day, 1, :input_tokens, :cached_tokens, :output_tokens, :reasoning_tokens,
+            :total_tokens, :cost_usd, :at)
+    ON CONFLICT (user_id, day) DO UPDATE SET
+        completed_turns = l.completed_turns + 1,
+        input_tokens = l.input_tokens + excluded.input_tokens,
+        cached_tokens = l.cached_tokens + excluded.cached_tokens,
+        output_tokens = l.output_tokens + excluded.output_tokens,
+        reasoning_tokens = l.reasoning_tokens + excluded.reasoning_tokens,
+        total_tokens = l.total_tokens + excluded.total_tokens,
+        cost_usd = l.cost_usd + excluded.cost_usd,
+        updated_at = greatest(l.updated_at, excluded.updated_at)
+    """
+)
+
+
 async def _add_usage(
     conn: AsyncConnection, event: NarrationCompleted, cost: Decimal | None
 ) -> None:
     usage = event.usage
-    added = {
-        "completed_turns": 1,
-        "input_tokens": usage.input_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "output_tokens": usage.output_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "total_tokens": usage.total_tokens,
-        "cost_usd": cost or Decimal(0),
-    }
-    statement = insert(usage_ledger).values(
-        user_id=event.user_id,
-        day=event.occurred_at.astimezone(UTC).date(),
-        updated_at=event.occurred_at,
-        **added,
-    )
     await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[usage_ledger.c.user_id, usage_ledger.c.day],
-            set_={
-                **{name: usage_ledger.c[name] + statement.excluded[name] for name in added},
-                "updated_at": func.greatest(
-                    usage_ledger.c.updated_at, statement.excluded.updated_at
-                ),
-            },
-        )
+        _ADD_USAGE,
+        {
+            "user_id": event.user_id,
+            "day": event.occurred_at.astimezone(UTC).date(),
+            "input_tokens": usage.input_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "output_tokens": usage.output_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "total_tokens": usage.total_tokens,
+            "cost_usd": cost or Decimal(0),
+            "at": event.occurred_at,
+        },
     )
 
 
@@ -247,7 +254,39 @@ async def fail_turn(conn: AsyncConnection, event: TurnFailed) -> None:
     )
 
 
+# One round trip: the image is inserted only under its player's own turn of that session.
+_REQUEST_IMAGE = text(
+    """
+    INSERT INTO images (id, session_id, turn_id, user_id, kind, status, prompt, seed, width,
+                        height, requested_at)
+    SELECT :image_id, t.session_id, t.id, t.user_id, :kind, 'pending', :prompt, :seed, :width,
+           :height, :at
+      FROM turns AS t
+     WHERE t.id = :turn_id AND t.session_id = :session_id AND t.user_id = :user_id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+    """
+)
+
+
 async def request_image(conn: AsyncConnection, event: ImageRequested) -> None:
+    inserted = await conn.scalar(
+        _REQUEST_IMAGE,
+        {
+            "image_id": event.image_id,
+            "turn_id": event.turn_id,
+            "session_id": event.session_id,
+            "user_id": event.user_id,
+            "kind": event.kind.value,
+            "prompt": event.prompt,
+            "seed": event.seed,
+            "width": event.width,
+            "height": event.height,
+            "at": event.occurred_at,
+        },
+    )
+    if inserted is not None:
+        return
     owner = await conn.scalar(
         select(turns.c.user_id).where(
             turns.c.id == event.turn_id, turns.c.session_id == event.session_id
@@ -257,23 +296,7 @@ async def request_image(conn: AsyncConnection, event: ImageRequested) -> None:
         raise EventRejected(f"unknown turn {event.turn_id} in session {event.session_id}")
     if owner != event.user_id:
         raise EventRejected(f"turn {event.turn_id} belongs to another user")
-    await conn.execute(
-        insert(images)
-        .values(
-            id=event.image_id,
-            session_id=event.session_id,
-            turn_id=event.turn_id,
-            user_id=event.user_id,
-            kind=event.kind.value,
-            status="pending",
-            prompt=event.prompt,
-            seed=event.seed,
-            width=event.width,
-            height=event.height,
-            requested_at=event.occurred_at,
-        )
-        .on_conflict_do_nothing(index_elements=[images.c.id])
-    )
+    log.info("image %s already recorded; event %s ignored", event.image_id, event.event_id)
 
 
 async def _update_pending_image(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -21,6 +21,19 @@ from taleforge.persistence.projection import EventRejected, project
 
 processed_events = Base.metadata.tables[ProcessedEvent.__tablename__]
 dead_letters = Base.metadata.tables[DeadLetter.__tablename__]
+
+
+# Every event id of a batch in one statement whatever its size (arrays, not N VALUES rows):
+# the ids it returns are the events not applied before.
+_RECORD_EVENTS = text(
+    """
+    INSERT INTO processed_events (event_id, event_type, session_id, stream_seq)
+    SELECT * FROM unnest(CAST(:event_ids AS uuid[]), CAST(:types AS text[]),
+                         CAST(:session_ids AS uuid[]), CAST(:seqs AS bigint[]))
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+    """
+)
 
 
 def create_engine(database_url: str, *, pool_size: int = 2) -> AsyncEngine:
@@ -80,20 +93,13 @@ class Repository:
             async with self.engine.begin() as conn:
                 new = set(
                     await conn.scalars(
-                        insert(processed_events)
-                        .values(
-                            [
-                                {
-                                    "event_id": event.event_id,
-                                    "event_type": event.type,
-                                    "session_id": event.session_id,
-                                    "stream_seq": stream_seq,
-                                }
-                                for event, stream_seq in events
-                            ]
-                        )
-                        .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
-                        .returning(processed_events.c.event_id)
+                        _RECORD_EVENTS,
+                        {
+                            "event_ids": [event.event_id for event, _ in events],
+                            "types": [event.type for event, _ in events],
+                            "session_ids": [event.session_id for event, _ in events],
+                            "seqs": [stream_seq for _, stream_seq in events],
+                        },
                     )
                 )
                 applied = []
