@@ -139,9 +139,13 @@ async def test_request_yields_one_completed_png_in_the_store(
     data = (await (await js.object_store(IMAGE_BUCKET)).get(event.object_name)).data or b""
     assert hashlib.sha256(data).hexdigest() == event.sha256 and len(data) == event.size_bytes
     assert Image.open(io.BytesIO(data)).size == (256, 192)
-    assert progress and progress[-1]["type"] == "image.progress"
-    assert (progress[-1]["value"], progress[-1]["max"]) == (5, 5)
-    assert progress[-1]["image_id"] == str(request.image_id)
+    assert progress and {p["type"] for p in progress} == {"image.progress"}
+    assert {p["image_id"] for p in progress} == {str(request.image_id)}
+    # From `progress_state` (and `progress`): forward only, no repeats, full at the end.
+    bar = [(p["value"], p["nodes_done"]) for p in progress]
+    assert bar == sorted(bar) and len(set(bar)) == len(bar) and len(bar) > 5
+    last = progress[-1]
+    assert last["value"] == last["max"] == 100 and last["nodes_done"] == last["nodes_total"] == 7
     info = await js.consumer_info(STREAM_NAME, "illustrator")
     assert (info.num_ack_pending, info.num_pending) == (0, 0)
     assert info.config.max_deliver == 3 and info.config.max_ack_pending == 1000
@@ -152,9 +156,17 @@ async def test_socket_drop_falls_back_to_history(
 ) -> None:
     nc, js = bus
     await set_faults(comfyui_url, drop_socket_next=1, drop_after_progress=1)
+    request = image_request()
+    progress: list[dict[str, Any]] = []
+
+    async def on_live(msg: Any) -> None:
+        progress.append(json.loads(msg.data))
+
+    await nc.subscribe(live_subject(request.session_id, request.turn_id), cb=on_live)
     async with illustrator(settings_for(nats_url, comfyui_url)):
-        event = await outcome(nc, js, image_request())
+        event = await outcome(nc, js, request)
     assert isinstance(event, ImageCompleted), event
+    assert progress and progress[-1]["value"] == progress[-1]["max"]  # full despite the drop
     assert len(await sandbox_prompts(comfyui_url)) == 1  # finished without a retry
 
 

@@ -106,6 +106,69 @@ async def test_full_websocket_flow_history_and_view(base_url: str) -> None:
         assert prompt_id in (await http.get("/history", params={"max_items": 5})).json()
 
 
+NODE_PROGRESS_KEYS = {
+    "value",
+    "max",
+    "state",
+    "node_id",
+    "prompt_id",
+    "display_node_id",
+    "parent_node_id",
+    "real_node_id",
+}
+
+
+async def test_progress_state_like_comfyui_progress_registry(base_url: str) -> None:
+    client_id = uuid.uuid4().hex
+    ws = await open_socket(base_url, client_id)
+    bystander = await open_socket(base_url, uuid.uuid4().hex)
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        body = {"prompt": workflow(prompt="a progress bar", seed=11), "client_id": client_id}
+        prompt_id = (await http.post("/prompt", json=body)).json()["prompt_id"]
+    frames = [f for f in await collect(ws, prompt_id) if isinstance(f, dict)]
+    await ws.close()
+
+    kinds = [f["type"] for f in frames]
+    states = [f["data"] for f in frames if f["type"] == "progress_state"]
+    assert states and kinds.index("progress_state") > kinds.index("execution_cached")
+    for data in states:
+        assert set(data) == {"prompt_id", "nodes"} and data["prompt_id"] == prompt_id
+        for node_id, node in data["nodes"].items():
+            assert set(node) == NODE_PROGRESS_KEYS
+            assert node["state"] in {"running", "finished"}  # pending nodes are not sent
+            assert node["node_id"] == node["display_node_id"] == node["real_node_id"] == node_id
+            assert node["prompt_id"] == prompt_id and node["parent_node_id"] is None
+            assert 0 <= node["value"] <= node["max"]
+    # Each node: `running` 0/1 when it starts, then `finished` with value == max.
+    executed = [f["data"]["node"] for f in frames if f["type"] == "executing"][:-1]
+    last = states[-1]["nodes"]
+    assert set(last) == set(executed) and "3" in executed
+    assert all(n["state"] == "finished" and n["value"] == n["max"] for n in last.values())
+    assert last["3"]["max"] == 6 and states[0]["nodes"][executed[0]]["value"] == 0
+    # The sampler's registry update precedes each `progress` frame, as in ComfyUI's hook.
+    for i, kind in enumerate(kinds):
+        if kind == "progress":
+            step = frames[i]["data"]["value"]
+            assert kinds[i - 1] == "progress_state"
+            assert frames[i - 1]["data"]["nodes"]["3"] == {
+                **frames[i - 1]["data"]["nodes"]["3"],
+                "state": "running",
+                "value": step,
+                "max": 6,
+            }
+    # send_sync without a sid: another client gets progress_state too, but never `progress`.
+    seen: list[str] = []
+    async with asyncio.timeout(5):
+        while len([k for k in seen if k == "progress_state"]) < len(states):
+            raw = await bystander.recv()
+            if isinstance(raw, str):
+                message = json.loads(raw)
+                if message["data"].get("prompt_id") == prompt_id:
+                    seen.append(message["type"])
+    assert set(seen) == {"progress_state"}
+    await bystander.close()
+
+
 async def test_unknown_prompt_history_is_empty_and_queue_shape(base_url: str) -> None:
     async with httpx.AsyncClient(base_url=base_url) as http:
         assert (await http.get(f"/history/{uuid.uuid4()}")).json() == {}

@@ -9,6 +9,7 @@ import pytest
 
 from taleforge.contracts import ImageRequested
 from taleforge.illustrator.adapters.comfyui import ExecutionFailed, describe_rejection
+from taleforge.illustrator.adapters.comfyui_progress import RenderProgress
 from taleforge.illustrator.handlers import backoff_s
 from taleforge.illustrator.rendering import png_size, progress_message, seed_for
 from taleforge.illustrator.settings import Settings
@@ -40,14 +41,16 @@ def test_png_size_reads_header_and_rejects_non_png() -> None:
 
 def test_progress_message_shape() -> None:
     request = _request()
-    message = json.loads(progress_message(request, 3, 20))
+    message = json.loads(progress_message(request, RenderProgress(42, 100, 3, 7)))
     assert message == {
         "type": "image.progress",
         "session_id": str(request.session_id),
         "turn_id": str(request.turn_id),
         "image_id": str(request.image_id),
-        "value": 3,
-        "max": 20,
+        "value": 42,
+        "max": 100,
+        "nodes_done": 3,
+        "nodes_total": 7,
     }
 
 

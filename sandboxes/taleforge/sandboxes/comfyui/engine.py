@@ -23,6 +23,7 @@ from PIL import Image
 from taleforge.sandboxes.comfyui.config import ComfyUISandboxConfig, SandboxFaults
 from taleforge.sandboxes.comfyui.hub import JPEG_FORMAT, SocketHub
 from taleforge.sandboxes.comfyui.nodes import INPUT_FILES, node_classes
+from taleforge.sandboxes.comfyui.progress import NodeProgressRegistry
 from taleforge.sandboxes.comfyui.render import encode_png, encode_preview, render_scene
 from taleforge.sandboxes.comfyui.validation import validate_prompt
 
@@ -80,6 +81,10 @@ class RunState:
     executed: list[str] = field(default_factory=list)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     progress_sent: int = 0
+    progress: NodeProgressRegistry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.progress = NodeProgressRegistry(self.item.prompt_id)
 
 
 class ComfyEngine:
@@ -206,6 +211,10 @@ class ComfyEngine:
             state.messages.append([event, data])
         await self.hub.send_json(event, data, state.item.client_id)
 
+    async def _progress_state(self, data: dict[str, Any]) -> None:
+        # ComfyUI's WebUIProgressHandler uses send_sync WITHOUT a sid: a broadcast.
+        await self.hub.send_json("progress_state", data)
+
     async def _execute(self, item: QueueItem) -> RunState:
         self._interrupt.clear()
         state = RunState(item, self._draw_faults())
@@ -235,11 +244,14 @@ class ComfyEngine:
         other_ms = self.config.render_ms * (1 - SAMPLER_SHARE) / max(1, len(order))
         for nid in order:
             if nid in values:
+                if nid in item.outputs:  # ComfyUI stages cached outputs and finishes them
+                    await self._progress_state(state.progress.finish(nid))
                 continue
             node = item.prompt[nid]
             try:
                 if self._interrupt.is_set():
                     raise Interrupted()
+                await self._progress_state(state.progress.start(nid))
                 executing = {"node": nid, "display_node": nid, "prompt_id": pid}
                 await self.hub.send_json("executing", executing, item.client_id)
                 inputs = self._resolve(node["inputs"], values)
@@ -271,6 +283,7 @@ class ComfyEngine:
                     {"node": nid, "display_node": nid, "output": ui, "prompt_id": pid},
                     item.client_id,
                 )
+            await self._progress_state(state.progress.finish(nid))
         await self._emit(
             state, "execution_success", {"prompt_id": pid, "timestamp": _now_ms()}, True
         )
@@ -417,6 +430,8 @@ class ComfyEngine:
             if self._interrupt.is_set():
                 raise Interrupted()
             await asyncio.sleep(step_s)
+            # Like ComfyUI's progress hook: the registry update (progress_state) goes first.
+            await self._progress_state(state.progress.update(nid, step, steps))
             progress = {"value": step, "max": steps, "prompt_id": state.item.prompt_id, "node": nid}
             await self.hub.send_json("progress", progress, client)
             state.progress_sent += 1

@@ -18,6 +18,7 @@ from taleforge.contracts import (
     live_subject,
 )
 from taleforge.illustrator.adapters.comfyui import ExecutionFailed, ProgressCallback, RenderedImage
+from taleforge.illustrator.adapters.comfyui_progress import RenderProgress
 from taleforge.illustrator.adapters.object_store import StoredImage, object_name
 from taleforge.illustrator.likeness import Identity, IdentityBook
 from taleforge.illustrator.settings import Settings
@@ -90,18 +91,40 @@ def png_size(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def progress_message(request: ImageRequested, value: int, maximum: int) -> bytes:
-    """The live-channel progress message (core NATS, not kept)."""
+def progress_message(request: ImageRequested, progress: RenderProgress) -> bytes:
+    """The live-channel progress message (core NATS, not kept): overall value of max."""
     return json.dumps(
         {
             "type": "image.progress",
             "session_id": str(request.session_id),
             "turn_id": str(request.turn_id),
             "image_id": str(request.image_id),
-            "value": value,
-            "max": maximum,
+            "value": progress.value,
+            "max": progress.max,
+            "nodes_done": progress.nodes_done,
+            "nodes_total": progress.nodes_total,
         }
     ).encode()
+
+
+@dataclass
+class ForwardOnly:
+    """Lets progress through only when it moves on: a player's bar must never go back.
+
+    A render re-dispatched to another ComfyUI starts again from 0; the bar waits until the
+    new run has caught up instead of jumping back.
+    """
+
+    last: RenderProgress | None = None
+
+    def admits(self, progress: RenderProgress) -> bool:
+        last = self.last
+        if last is not None and (
+            progress == last or progress.value < last.value or progress.nodes_done < last.nodes_done
+        ):
+            return False
+        self.last = progress
+        return True
 
 
 @dataclass
@@ -193,8 +216,11 @@ class Illustrator:
         """Render, store and announce one image. Raises ComfyUIError when no image came."""
         subject = live_subject(request.session_id, request.turn_id)
 
-        async def on_progress(value: int, maximum: int) -> None:
-            await self.publish_live(subject, progress_message(request, value, maximum))
+        forward = ForwardOnly()
+
+        async def on_progress(progress: RenderProgress) -> None:
+            if forward.admits(progress):
+                await self.publish_live(subject, progress_message(request, progress))
 
         job = await self.prepare(request)
         rendered = await self.comfyui.render(

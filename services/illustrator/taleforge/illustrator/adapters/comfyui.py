@@ -6,9 +6,10 @@ second socket with the same clientId silently replaces the first, so a socket pe
 be both wasteful and fragile). Every prompt we queue carries that client_id and a prompt_id
 we choose, so its events can be routed to the waiting render before `POST /prompt` even
 answers. A render follows its events until `executing` with `node: null`, then reads the
-outputs from `/history/{prompt_id}` and the bytes from `/view`. While the socket is down,
-renders poll the history instead; `{}` there means unknown OR still running, so `/queue`
-tells the two apart.
+outputs from `/history/{prompt_id}` and the bytes from `/view`. `progress_state` is broadcast
+to every socket, so it too is routed by its `prompt_id` (others' prompts are dropped). While
+the socket is down, renders poll the history instead; `{}` there means unknown OR still
+running, so `/queue` tells the two apart.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from taleforge.illustrator.adapters.comfyui_progress import PromptProgress, RenderProgress
+
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, int], Awaitable[None]]
+ProgressCallback = Callable[[RenderProgress], Awaitable[None]]
+PROGRESS_EVENTS = frozenset({"progress", "progress_state", "execution_cached", "executed"})
 
 
 class ComfyUIError(Exception):
@@ -253,6 +257,7 @@ class ComfyUIBackend:
         prompt_id = str(uuid.uuid4())
         events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._watchers[prompt_id] = events  # before POST: events may beat its answer
+        progress = PromptProgress(workflow)
         queued = False
         try:
             async with asyncio.timeout(limit):
@@ -262,7 +267,7 @@ class ComfyUIBackend:
                 queued = True
                 log.info("queued ComfyUI prompt %s on %s", prompt_id, self.base_url)
                 if self.connected:
-                    await self._follow(events, prompt_id, on_progress)
+                    await self._follow(events, prompt_id, progress, on_progress)
                 entry = await self._wait_history(prompt_id)
         except TimeoutError:
             if not queued:
@@ -280,6 +285,9 @@ class ComfyUIBackend:
         finally:
             self._watchers.pop(prompt_id, None)
         filename, data = await self._fetch_output(prompt_id, entry)
+        # The image is there: the bar ends full, also when the socket dropped mid-run.
+        if on_progress is not None and (done := progress.complete()) is not None:
+            await on_progress(done)
         return RenderedImage(data, prompt_id, filename, self.previews_seen, self.base_url)
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -315,6 +323,7 @@ class ComfyUIBackend:
         self,
         events: asyncio.Queue[tuple[str, dict[str, Any]]],
         prompt_id: str,
+        progress: PromptProgress,
         on_progress: ProgressCallback | None,
     ) -> None:
         """Read our prompt's events until the run ends or the socket drops."""
@@ -323,8 +332,10 @@ class ComfyUIBackend:
             if kind == SOCKET_CLOSED:
                 log.warning("ComfyUI websocket dropped mid-run of %s; polling history", prompt_id)
                 return
-            if kind == "progress" and on_progress is not None:
-                await on_progress(int(data["value"]), int(data["max"]))
+            if kind in PROGRESS_EVENTS:
+                moved = progress.observe(kind, data)
+                if moved is not None and on_progress is not None:
+                    await on_progress(moved)
             elif kind == "execution_error":
                 raise _execution_failed(data)
             elif kind == "execution_interrupted":

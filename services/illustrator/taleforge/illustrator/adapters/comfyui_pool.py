@@ -30,6 +30,7 @@ from taleforge.illustrator.adapters.comfyui import (
     RenderedImage,
     RenderTimeout,
 )
+from taleforge.illustrator.adapters.comfyui_progress import RenderProgress
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +154,14 @@ class BackendPool:
             self._reserved[backend.base_url] += 1
             released = False
 
-            async def release(value: int, maximum: int, backend: ComfyUIBackend = backend) -> None:
+            async def release(progress: RenderProgress, backend: ComfyUIBackend = backend) -> None:
                 # Once ComfyUI reports progress, /queue counts the prompt: drop our reservation.
                 nonlocal released
                 if not released:
                     released = True
                     self._reserved[backend.base_url] -= 1
                 if on_progress is not None:
-                    await on_progress(value, maximum)
+                    await on_progress(progress)
 
             try:
                 return await backend.render(
