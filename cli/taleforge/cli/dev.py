@@ -126,12 +126,18 @@ class DevStack:
         env.update(cfg.extra_env)
         env["API_PORT"] = str(cfg.api_port)
         env.setdefault("API_HOST", "127.0.0.1")
+        # Migrations just ran, as the one-shot deploy step does; the service need not repeat them.
+        env.setdefault("PERSISTENCE_MIGRATE_ON_START", "false")
         for name in SERVICES:
             self._spawn(name, [sys.executable, "-m", f"taleforge.{name}"])
         self._wait_ready(timeout)
 
     def _migrate(self) -> None:
-        child = self._spawn("migrate", [sys.executable, "-m", "taleforge.persistence", "migrate"])
+        """Migrations and the STORY stream, before any service starts (a one-shot step)."""
+        child = Child(
+            "migrate", [sys.executable, "-m", "taleforge.persistence", "migrate"], dict(self.env)
+        )
+        child.start(self.sink)
         assert child.proc is not None
         if child.proc.wait(120) != 0:
             raise RuntimeError("migrations failed:\n" + "\n".join(child.lines[-30:]))
@@ -143,50 +149,31 @@ class DevStack:
             env["OPENAI_API_KEY"] = cfg.openai_api_key
             env["OPENAI_BASE_URL"] = cfg.openai_base_url or "https://api.openai.com/v1"
         else:
-            sandbox = self._spawn(
-                "openai-sbx",
-                [
-                    sys.executable,
-                    "-m",
-                    "taleforge.sandboxes.openai",
-                    "--port",
-                    str(cfg.openai_port),
-                    "--token-delay-ms",
-                    str(cfg.openai_token_delay_ms),
-                ],
+            self._start_sandbox(
+                "openai", cfg.openai_port, "--token-delay-ms", str(cfg.openai_token_delay_ms)
             )
-            sandbox.wait_for_line("listening on", 30)
             env["OPENAI_BASE_URL"] = cfg.openai_base_url or f"http://127.0.0.1:{cfg.openai_port}/v1"
             env["OPENAI_API_KEY"] = "sk-sandbox"
         if cfg.comfyui_url:
             env["COMFYUI_URL"] = cfg.comfyui_url
         else:
-            sandbox = self._spawn(
-                "comfyui-sbx",
-                [
-                    sys.executable,
-                    "-m",
-                    "taleforge.sandboxes.comfyui",
-                    "--port",
-                    str(cfg.comfyui_port),
-                    "--render-ms",
-                    str(cfg.comfyui_render_ms),
-                ],
+            self._start_sandbox(
+                "comfyui", cfg.comfyui_port, "--render-ms", str(cfg.comfyui_render_ms)
             )
-            sandbox.wait_for_line("listening on", 30)
             env["COMFYUI_URL"] = f"http://127.0.0.1:{cfg.comfyui_port}"
+
+    def _start_sandbox(self, which: str, port: int, *options: str) -> None:
+        module = f"taleforge.sandboxes.{which}"
+        sandbox = self._spawn(
+            f"{which}-sbx", [sys.executable, "-m", module, "--port", str(port), *options]
+        )
+        sandbox.wait_for_line("listening on", 30)
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         child = Child(name, args, dict(self.env))
         child.start(self.sink)
         self.children[name] = child
         return child
-
-    def restart(self, name: str) -> None:
-        """Start a (stopped or killed) service again with the same configuration."""
-        old = self.children[name]
-        old.stop()
-        self._spawn(name, old.args)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -226,18 +213,15 @@ class DevStack:
         finally:
             await nc.close()
 
-    def _check_children(self) -> None:
-        for name, child in self.children.items():
-            if name != "migrate" and child.proc is not None and child.proc.poll() is not None:
-                tail = "\n".join(child.lines[-30:])
-                raise RuntimeError(f"{name} exited with code {child.proc.returncode}:\n{tail}")
-
     def dead_children(self) -> list[str]:
-        return [
-            name
-            for name, child in self.children.items()
-            if name != "migrate" and child.proc is not None and child.proc.poll() is not None
-        ]
+        return [name for name, child in self.children.items() if child.exited]
+
+    def _check_children(self) -> None:
+        for name in self.dead_children():
+            child = self.children[name]
+            assert child.proc is not None
+            tail = "\n".join(child.lines[-30:])
+            raise RuntimeError(f"{name} exited with code {child.proc.returncode}:\n{tail}")
 
     def stop(self) -> None:
         # Front door first, so nothing new arrives while the workers drain.

@@ -121,15 +121,6 @@ class EmbeddedNats:
         _stop(self.proc, signal.SIGTERM, timeout)
         self.proc = None
 
-    def kill(self) -> None:
-        """Hard stop (SIGKILL), for fault tests."""
-        _stop(self.proc, signal.SIGKILL, 5.0)
-        self.proc = None
-
-    def restart(self) -> str:
-        self.stop()
-        return self.start()
-
 
 def _pg_bin(name: str) -> str:
     import warnings
@@ -289,16 +280,9 @@ class EmbeddedPostgres:
         if exists != "1":
             self.psql(f'CREATE DATABASE "{name}"')
 
-    def drop_database(self, name: str) -> None:
-        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
     def stop(self, timeout: float = 15.0) -> None:
         # SIGINT is postgres' "fast" shutdown: roll back open transactions, exit cleanly.
         _stop(self.proc, signal.SIGINT, timeout)
-        self.proc = None
-
-    def kill(self) -> None:
-        _stop(self.proc, signal.SIGKILL, 5.0)
         self.proc = None
 
 

@@ -15,8 +15,12 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from taleforge.cli.tokens import DEV_USER_ID, mint_token
+
+if TYPE_CHECKING:
+    from taleforge.cli.dev import DevStack
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -60,10 +64,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def _banner(stack: object, token: str) -> str:
-    from taleforge.cli.dev import DevStack
-
-    assert isinstance(stack, DevStack)
+def _banner(stack: DevStack, token: str) -> str:
     return f"""
 ──────────────────────────────────────────────────────────────────────────────
  Taleforge is running.  Ctrl-C stops everything.

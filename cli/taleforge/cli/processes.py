@@ -62,6 +62,10 @@ class Child:
         raise RuntimeError(f"{self.name}: no line with {needle!r} within {timeout}s:\n{tail}")
 
     @property
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
