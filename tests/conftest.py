@@ -13,14 +13,14 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from taleforge.cli.embedded import EmbeddedNats, EmbeddedPostgres
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def docker_answers() -> bool:
@@ -32,44 +32,49 @@ def docker_answers() -> bool:
         return False
 
 
+def asyncpg_dsn(url: str) -> str:
+    """asyncpg takes the plain `postgresql://` form of our SQLAlchemy URLs."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@dataclass(frozen=True)
 class PostgresServer:
     """What tests need from a Postgres server, wherever it runs."""
 
-    def __init__(self, admin_url: str, make_url: object) -> None:
-        self.admin_url = admin_url  # asyncpg-style URL to the maintenance database
-        self._make_url = make_url
+    admin_url: str  # SQLAlchemy asyncpg URL of the maintenance database
 
     def url(self, database: str) -> str:
-        return self._make_url(database)  # type: ignore[operator,no-any-return]
+        return f"{self.admin_url.rsplit('/', 1)[0]}/{database}"
 
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     env_url = os.environ.get("TEST_DATABASE_URL")
     if env_url:
-        base = env_url.rsplit("/", 1)[0]
-        yield PostgresServer(env_url, lambda db: f"{base}/{db}")
+        yield PostgresServer(env_url)
         return
     if docker_answers():
         from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:16", driver="asyncpg") as container:
-            url = container.get_connection_url()
-            base = url.rsplit("/", 1)[0]
-            yield PostgresServer(url, lambda db: f"{base}/{db}")
+            yield PostgresServer(container.get_connection_url())
         return
     server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), database="postgres")
     server.start()
     try:
-        yield PostgresServer(server.url("postgres"), lambda db: server.url(db))
+        yield PostgresServer(server.url("postgres"))
     finally:
         server.stop()
 
 
-async def _admin_execute(admin_url: str, sql: str) -> None:
-    import asyncpg
+@pytest.fixture
+def connect_db() -> Callable[[str], Awaitable[asyncpg.Connection]]:
+    """Open a raw asyncpg connection to one of our (SQLAlchemy-style) database URLs."""
+    return lambda url: asyncpg.connect(asyncpg_dsn(url))
 
-    conn = await asyncpg.connect(admin_url.replace("postgresql+asyncpg://", "postgresql://"))
+
+async def _admin_execute(admin_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url))
     try:
         await conn.execute(sql)
     finally:

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -66,7 +67,9 @@ async def read_stream(nats_url: str) -> list[Any]:
         await nc.close()
 
 
-async def test_two_turns_through_every_service(stack: DevStack) -> None:
+async def test_two_turns_through_every_service(
+    stack: DevStack, connect_db: Callable[[str], Awaitable[asyncpg.Connection]]
+) -> None:
     player = uuid.uuid4()
     async with httpx.AsyncClient(base_url=stack.api_url, headers=auth(player), timeout=30) as http:
         created = await http.post("/api/sessions", json={})
@@ -117,9 +120,7 @@ async def test_two_turns_through_every_service(stack: DevStack) -> None:
         assert text in json.dumps(call["body"]), "the player's input reached the model"
 
     # The database holds exactly the two turns, as narrated.
-    conn = await asyncpg.connect(
-        stack.database_url.replace("postgresql+asyncpg://", "postgresql://")
-    )
+    conn = await connect_db(stack.database_url)
     try:
         rows = await conn.fetch(
             "SELECT seq, status, narration FROM turns WHERE session_id = $1 ORDER BY seq",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 import nats
 import pytest
@@ -18,8 +20,10 @@ async def test_nats_has_jetstream(nats_url: str) -> None:
         await nc.close()
 
 
-async def test_database_is_fresh_postgres(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+async def test_database_is_fresh_postgres(
+    database_url: str, connect_db: Callable[[str], Awaitable[asyncpg.Connection]]
+) -> None:
+    conn = await connect_db(database_url)
     try:
         version = await conn.fetchval("SHOW server_version_num")
         tables = await conn.fetchval(
