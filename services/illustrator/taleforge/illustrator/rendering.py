@@ -28,7 +28,6 @@ from taleforge.illustrator.workflows import (
     REFERENCE_IMAGE,
     WorkflowError,
     fill_template,
-    load_template,
     placeholders_in,
 )
 
@@ -194,23 +193,6 @@ class Illustrator:
         values = {k: v for k, v in values.items() if k in used}
         workflow = fill_template(template.workflow, values, allowed=s.allowed_placeholders)
         return Prepared(template, workflow, seed, identities, inputs)
-
-    def workflow_for(self, request: ImageRequested) -> dict[str, Any]:
-        """The shipped template of the request's kind, filled (no likeness, no bucket)."""
-        s = self.settings
-        negative = ", ".join(p for p in (request.negative_prompt, s.negative_prompt) if p)
-        values = {
-            "prompt": request.prompt,
-            "negative_prompt": negative,
-            "seed": seed_for(request),
-            "width": request.width,
-            "height": request.height,
-            "steps": s.steps,
-            "scale": s.cfg_scale,
-            "sampler": s.sampler,
-            "model": s.checkpoint,
-        }
-        return fill_template(load_template(request.kind.value), values)
 
     async def illustrate(self, request: ImageRequested) -> ImageCompleted:
         """Render, store and announce one image. Raises ComfyUIError when no image came."""
