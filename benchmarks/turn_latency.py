@@ -23,6 +23,7 @@ from taleforge.cli.tokens import mint_token
 
 TURNS = 20
 WARMUP = 3
+POLL_S = 0.002
 
 
 async def _measure(stack: DevStack, turns: int) -> list[float]:
@@ -43,16 +44,21 @@ async def _measure(stack: DevStack, turns: int) -> list[float]:
                 status = await db.fetchval("SELECT status FROM turns WHERE id = $1", turn_id)
                 if status in ("completed", "failed"):
                     break
+                # A short pause: a tight loop would steal the CPU from the services measured.
+                await asyncio.sleep(POLL_S)
             elapsed = time.perf_counter() - started
             if status != "completed":
                 raise RuntimeError(f"turn {turn_id} failed")
             if i >= WARMUP:
                 samples.append(elapsed * 1000)
-            # Let the turn's image finish, so renders don't overlap the next measurement.
-            while await db.fetchval(
-                "SELECT count(*) FROM images WHERE turn_id = $1 AND status = 'pending'", turn_id
+            # Let the turn's image finish (its row may not exist yet), so renders don't overlap
+            # the next measurement.
+            while not await db.fetchval(
+                "SELECT count(*) > 0 AND bool_and(status <> 'pending') FROM images"
+                " WHERE turn_id = $1",
+                turn_id,
             ):
-                pass
+                await asyncio.sleep(POLL_S)
     await db.close()
     return samples
 
