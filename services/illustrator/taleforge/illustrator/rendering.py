@@ -7,7 +7,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from taleforge.contracts import (
@@ -24,7 +24,6 @@ from taleforge.illustrator.likeness import Identity, IdentityBook
 from taleforge.illustrator.settings import Settings
 from taleforge.illustrator.templates import Template, TemplateRegistry
 from taleforge.illustrator.workflows import (
-    BUILTIN_PLACEHOLDERS,
     REFERENCE_IMAGE,
     WorkflowError,
     fill_template,
@@ -142,14 +141,10 @@ class Illustrator:
     store: Store
     publish: Publish
     publish_live: PublishLive
-    templates: TemplateRegistry = field(
-        default_factory=lambda: TemplateRegistry(None, BUILTIN_PLACEHOLDERS)
-    )
-    identities: IdentityBook | None = None
+    templates: TemplateRegistry
+    identities: IdentityBook
 
     async def _identities(self, request: ImageRequested) -> list[Identity]:
-        if self.identities is None:
-            return []
         return [
             await self.identities.identity_for(request.session_id, n) for n in request.characters
         ]
@@ -217,8 +212,7 @@ class Illustrator:
         )
         identities = job.identities
         if (
-            self.identities is not None
-            and request.kind is ImageKind.PORTRAIT
+            request.kind is ImageKind.PORTRAIT
             and len(identities) == 1
             and not identities[0].reference_image
         ):

@@ -47,7 +47,7 @@ def check_kind(kind: str) -> str:
 
 
 class TemplateRegistry:
-    def __init__(self, kv: KeyValue | None, allowed: frozenset[str]) -> None:
+    def __init__(self, kv: KeyValue, allowed: frozenset[str]) -> None:
         self._kv = kv
         self.allowed = allowed
 
@@ -71,7 +71,7 @@ class TemplateRegistry:
     async def get(self, kind: str, version: int | None = None) -> Template:
         """The current template of `kind` (or one version of it)."""
         check_kind(kind)
-        if version == SHIPPED_VERSION or self._kv is None:
+        if version == SHIPPED_VERSION:
             return Template(kind, SHIPPED_VERSION, load_template(kind))
         try:
             entry = await self._kv.get(kind, revision=version)
@@ -89,8 +89,6 @@ class TemplateRegistry:
     async def register(self, kind: str, text: str | bytes) -> Template:
         """Validate and store a new version of `kind`'s template."""
         check_kind(kind)
-        if self._kv is None:
-            raise WorkflowError("no template bucket to register into")
         workflow = parse_template(text, self.allowed)
         revision = await self._kv.put(kind, json.dumps(workflow, indent=1).encode())
         log.info("registered %s template version %d", kind, revision)
