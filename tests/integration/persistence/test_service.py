@@ -168,7 +168,8 @@ async def test_consumer_config_is_updated_in_place(js: Any) -> None:
 
 
 class FlakyRepository(Repository):
-    """Postgres 'down' for the first `failures` writes it is asked for (batch or single)."""
+    """Postgres 'down' for the first `failures` writes it is asked for (every write, single
+    events too, goes through `apply_batch`)."""
 
     def __init__(self, database_url: str, failures: int) -> None:
         super().__init__(create_engine(database_url))
@@ -179,10 +180,6 @@ class FlakyRepository(Repository):
         self.attempts += 1
         if self.attempts <= self.failures:
             raise ConnectionRefusedError("connection refused (simulated outage)")
-
-    async def apply_event(self, event: StoryEvent, stream_seq: int | None = None) -> bool:
-        self._maybe_fail()
-        return await super().apply_event(event, stream_seq)
 
     async def apply_batch(self, events: Sequence[tuple[StoryEvent, int | None]]) -> list[bool]:
         self._maybe_fail()

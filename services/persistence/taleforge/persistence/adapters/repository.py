@@ -1,4 +1,4 @@
-"""Postgres writes: apply an event exactly once, record a dead letter.
+"""Postgres writes: apply events exactly once, record a dead letter.
 
 Integrity and data errors from Postgres are as permanent as a missing parent row: the same
 event would fail again, so they become `EventRejected`. Connection trouble is transient
@@ -16,10 +16,9 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taleforge.contracts import StoryEvent
-from taleforge.persistence.models import Base, DeadLetter, ProcessedEvent
+from taleforge.persistence.models import Base, DeadLetter
 from taleforge.persistence.projection import EventRejected, project
 
-processed_events = Base.metadata.tables[ProcessedEvent.__tablename__]
 dead_letters = Base.metadata.tables[DeadLetter.__tablename__]
 
 
@@ -59,25 +58,8 @@ class Repository:
 
     async def apply_event(self, event: StoryEvent, stream_seq: int | None = None) -> bool:
         """Apply `event` once. False when it was already applied (a redelivery or replay)."""
-        try:
-            async with self.engine.begin() as conn:
-                first_time = await conn.scalar(
-                    insert(processed_events)
-                    .values(
-                        event_id=event.event_id,
-                        event_type=event.type,
-                        session_id=event.session_id,
-                        stream_seq=stream_seq,
-                    )
-                    .on_conflict_do_nothing(index_elements=[processed_events.c.event_id])
-                    .returning(processed_events.c.event_id)
-                )
-                if first_time is None:
-                    return False
-                await project(conn, event)
-        except (IntegrityError, DataError) as exc:
-            raise EventRejected(f"{event.type} violates a constraint: {_first_line(exc)}") from exc
-        return True
+        [applied] = await self.apply_batch([(event, stream_seq)])
+        return applied
 
     async def apply_batch(self, events: Sequence[tuple[StoryEvent, int | None]]) -> list[bool]:
         """Apply `(event, stream_seq)` pairs in order, in one transaction: all or none.
@@ -110,7 +92,8 @@ class Repository:
                         await project(conn, event)
                     applied.append(first_time)
         except (IntegrityError, DataError) as exc:
-            raise EventRejected(f"batch violates a constraint: {_first_line(exc)}") from exc
+            what = events[0][0].type if len(events) == 1 else f"a batch of {len(events)}"
+            raise EventRejected(f"{what} violates a constraint: {_first_line(exc)}") from exc
         return applied
 
     async def record_dead_letter(
