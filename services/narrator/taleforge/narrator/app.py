@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 
-import nats
 from faststream import FastStream
 from faststream.nats import NatsBroker
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from taleforge.narrator.adapters.bus import NatsBus
@@ -32,23 +30,24 @@ class NarratorRuntime:
     def __init__(
         self,
         settings: Settings,
+        broker: NatsBroker,
         llm: NarrationModel | None,
         observer: FirstDeltaObserver | None,
     ) -> None:
         self.settings = settings
+        self._broker = broker
         self._own_model = OpenAINarrationModel(settings) if llm is None else None
         self.model: NarrationModel = llm or self._own_model  # type: ignore[assignment]
         self._observer = observer
-        self._nc: Client | None = None
         self._loop: FetchLoop | None = None
         self._live: KvSettings | None = None
         self.dispatcher: SessionDispatcher[Msg] | None = None
 
     async def start(self) -> None:
         settings = self.settings
-        self._nc = nc = await nats.connect(settings.nats_url, name="narrator")
+        nc = self._broker.connection
         js = nc.jetstream()
-        await prepare_jetstream(settings, nc)
+        await prepare_jetstream(settings, js)
         sessions = await open_bucket(js, settings.sessions_bucket)
         self._live = KvSettings(
             await open_bucket(js, settings.settings_bucket), settings.live_defaults()
@@ -92,7 +91,7 @@ class NarratorRuntime:
         )
 
     async def stop(self) -> None:
-        """Idempotent: stop fetching, let in-flight turns finish, then close."""
+        """Idempotent: stop fetching, let in-flight turns finish (the broker then drains)."""
         loop, self._loop = self._loop, None
         if loop is not None:
             await loop.stop()
@@ -102,9 +101,6 @@ class NarratorRuntime:
         live, self._live = self._live, None
         if live is not None:
             await live.stop()
-        nc, self._nc = self._nc, None
-        if nc is not None and not nc.is_closed:
-            await nc.drain()
         model, self._own_model = self._own_model, None
         if model is not None:
             await model.close()
@@ -116,11 +112,12 @@ def create_app(
     llm: NarrationModel | None = None,
     observer: FirstDeltaObserver | None = None,
 ) -> FastStream:
-    # The broker gives the app its lifecycle (and graceful shutdown); messages go through
-    # the runtime's own nats-py connection, which fetches in order and uses KV buckets.
-    broker = NatsBroker(settings.nats_url, graceful_timeout=settings.graceful_timeout_s)
+    # The broker owns the one NATS connection and the app's lifecycle; the runtime fetches
+    # and publishes on that connection with nats-py (in order, KV buckets) and has no
+    # FastStream subscribers, so its own drain (graceful_timeout_s) governs shutdown.
+    broker = NatsBroker(settings.nats_url, name="narrator")
     app = FastStream(broker)
-    runtime = NarratorRuntime(settings, llm, observer)
+    runtime = NarratorRuntime(settings, broker, llm, observer)
     app.after_startup(runtime.start)
     app.on_shutdown(runtime.stop)
     return app

@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import logging
 
-import nats
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -57,18 +55,11 @@ async def wait_for_stream(js: JetStreamContext, *, max_wait_delay_s: float = 5.0
             delay = min(delay * 2, max_wait_delay_s)
 
 
-async def prepare_jetstream(settings: Settings, nc: Client | None = None) -> None:
+async def prepare_jetstream(settings: Settings, js: JetStreamContext) -> None:
     """Wait for the stream, then create or update our consumer."""
-    own = nc is None
-    client = nc or await nats.connect(settings.nats_url)
-    try:
-        js = client.jetstream()
-        await wait_for_stream(js)
-        await js.add_consumer(STREAM_NAME, consumer_config(settings))
-        log.info("consumer %s is ready on %s", settings.consumer_name, NARRATOR_FILTERS)
-    finally:
-        if own:
-            await client.close()
+    await wait_for_stream(js)
+    await js.add_consumer(STREAM_NAME, consumer_config(settings))
+    log.info("consumer %s is ready on %s", settings.consumer_name, NARRATOR_FILTERS)
 
 
 def session_key(subject: str) -> str:
