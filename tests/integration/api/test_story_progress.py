@@ -45,7 +45,10 @@ async def test_an_accepted_turn_is_one_turn_requested_on_the_stream(api) -> None
     assert event.input_type == "speech" and event.text == "Caf\u00e9?"
     assert msg.headers is not None and msg.headers[MSG_ID_HEADER] == str(event.event_id)
 
-    # Until persistence records it, the poller is told "pending", not 404.
+    # Until persistence records it the poller gets 404 (from any replica alike); then "pending".
+    unrecorded = await api.http.get(accepted["status_url"], headers=api.auth(player))
+    assert unrecorded.status_code == 404
+    await api.rows.turn(session_id, player, id=event.turn_id, input_text=event.text)
     polled = await api.http.get(accepted["status_url"], headers=api.auth(player))
     assert polled.status_code == 200
     assert polled.json()["status"] == "pending" and polled.json()["text"] == "Caf\u00e9?"

@@ -14,7 +14,6 @@ from faststream.nats import NatsBroker
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from taleforge.api.accepted_turns import AcceptedTurns
 from taleforge.api.adapters.bus import BusUnavailable, EventBus
 from taleforge.api.problems import install_problem_handlers
 from taleforge.api.routes import health, images, sessions, story, turns
@@ -102,7 +101,6 @@ def create_app(
     app.state.broker = broker
     app.state.engine = engine
     app.state.bus = bus
-    app.state.accepted_turns = AcceptedTurns()
 
     install_problem_handlers(
         app,

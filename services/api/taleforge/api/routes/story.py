@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import NAMESPACE_URL, uuid4, uuid5
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Header, HTTPException
 
 from taleforge.api.adapters import read_model
 from taleforge.api.deps import Bus, CurrentUser, DbSession
@@ -26,10 +26,10 @@ async def progress_story(
     user: CurrentUser,
     bus: Bus,
     db: DbSession,
-    request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> TurnAccepted:
-    """Ask for the next beat. Poll `status_url` (or follow the live channel) for the result.
+    """Ask for the next beat. Poll `status_url` (or follow the live channel) for the result;
+    it answers 404 until persistence has recorded the turn, usually milliseconds after this.
 
     With an `Idempotency-Key`, a retried request maps to the same turn and JetStream stores
     it once (within the stream's duplicate window).
@@ -50,7 +50,6 @@ async def progress_story(
         text=body.text,
     )
     await bus.publish(event)
-    request.app.state.accepted_turns.remember(event)
     return TurnAccepted(
         turn_id=turn_id, session_id=body.session_id, status_url=f"/api/turns/{turn_id}"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from sqlalchemy import Row
 
 from taleforge.api.adapters import read_model
@@ -38,22 +38,12 @@ def _usage(row: Row[Any]) -> UsagePublic | None:
 
 
 @router.get("/{turn_id}", response_model=TurnPublic, responses={404: {}})
-async def read_turn(
-    turn_id: UUID, user: CurrentUser, db: DbSession, request: Request
-) -> TurnPublic:
+async def read_turn(turn_id: UUID, user: CurrentUser, db: DbSession) -> TurnPublic:
     row = await read_model.get_turn(db, turn_id, user.id)
     if row is None:
-        accepted = request.app.state.accepted_turns.get(turn_id, user.id)
-        if accepted is None:
-            raise HTTPException(404, f"no turn {turn_id}")
-        # Accepted here a moment ago; persistence has not recorded it yet.
-        return TurnPublic(
-            turn_id=turn_id,
-            session_id=accepted.session_id,
-            input_type=accepted.input_type,
-            text=accepted.text,
-            status="pending",
-        )
+        # Also for a turn accepted a moment ago that persistence has not recorded yet: every
+        # replica answers alike, and the client polls again.
+        raise HTTPException(404, f"no turn {turn_id}")
     images = await read_model.list_turn_images(db, turn_id, user.id)
     return TurnPublic(
         turn_id=row.id,
