@@ -85,16 +85,12 @@ class RenderTimeout(ComfyUIError):
 class NoBackend(ComfyUIUnavailable):
     """Every ComfyUI backend of the pool is down (or failed this job already)."""
 
-    code = "comfyui_unavailable"
-
 
 @dataclass(frozen=True)
 class RenderedImage:
     data: bytes
     prompt_id: str
-    filename: str
-    previews_seen: int = 0
-    backend: str = ""
+    backend: str
 
 
 def describe_rejection(body: dict[str, Any]) -> str:
@@ -133,8 +129,6 @@ class ComfyUIBackend:
         self.poll_interval_s = poll_interval_s
         self.reconnect_max_s = reconnect_max_s
         self.healthy = True
-        self.in_flight = 0  # our renders on this server (chosen, queued or running)
-        self.previews_seen = 0
         self._http = http or httpx.AsyncClient(base_url=self.base_url, timeout=30.0)
         self._watchers: dict[str, asyncio.Queue[tuple[str, dict[str, Any]]]] = {}
         self._connected = asyncio.Event()
@@ -197,9 +191,7 @@ class ComfyUIBackend:
 
     def _dispatch(self, frame: str | bytes) -> None:
         if isinstance(frame, bytes):
-            # Previews: 4-byte event type, 4-byte format, image. No prompt id; not needed.
-            self.previews_seen += 1
-            return
+            return  # previews: 4-byte event type, 4-byte format, image; no prompt id, not needed
         try:
             message = json.loads(frame)
             kind, data = message.get("type"), message.get("data") or {}
@@ -225,8 +217,8 @@ class ComfyUIBackend:
         queue = (await self._request("GET", "/queue", timeout=timeout_s)).json()
         return len(queue.get("queue_running", [])) + len(queue.get("queue_pending", []))
 
-    async def upload_image(self, name: str, data: bytes) -> str:
-        """Upload an input image (e.g. a character reference); returns its name for LoadImage."""
+    async def upload_image(self, name: str, data: bytes) -> None:
+        """Upload an input image (e.g. a character reference) under `name`, for LoadImage."""
         response = await self._request(
             "POST",
             "/upload/image",
@@ -235,9 +227,6 @@ class ComfyUIBackend:
         )
         if response.status_code != 200:
             raise ComfyUIError(f"ComfyUI /upload/image answered {response.status_code}")
-        body = response.json()
-        sub = body.get("subfolder") or ""
-        return f"{sub}/{body['name']}" if sub else str(body["name"])
 
     # ---- one render ----------------------------------------------------------------------
 
@@ -284,11 +273,11 @@ class ComfyUIBackend:
             raise
         finally:
             self._watchers.pop(prompt_id, None)
-        filename, data = await self._fetch_output(prompt_id, entry)
+        data = await self._fetch_output(prompt_id, entry)
         # The image is there: the bar ends full, also when the socket dropped mid-run.
         if on_progress is not None and (done := progress.complete()) is not None:
             await on_progress(done)
-        return RenderedImage(data, prompt_id, filename, self.previews_seen, self.base_url)
+        return RenderedImage(data, prompt_id, self.base_url)
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -370,7 +359,7 @@ class ComfyUIBackend:
         items = queue.get("queue_running", []) + queue.get("queue_pending", [])
         return any(len(item) > 1 and item[1] == prompt_id for item in items)
 
-    async def _fetch_output(self, prompt_id: str, entry: dict[str, Any]) -> tuple[str, bytes]:
+    async def _fetch_output(self, prompt_id: str, entry: dict[str, Any]) -> bytes:
         status = entry.get("status") or {}
         if status.get("status_str") == "error" or status.get("completed") is False:
             for event, data in status.get("messages", []):
@@ -392,7 +381,7 @@ class ComfyUIBackend:
         response = await self._request("GET", "/view", params=params)
         if response.status_code != 200:
             raise ComfyUIUnavailable(f"ComfyUI /view answered {response.status_code}")
-        return first["filename"], response.content
+        return response.content
 
     async def _cancel(self, prompt_id: str, why: str) -> None:
         """Best effort: dequeue the prompt if pending, interrupt it if running."""
@@ -409,10 +398,6 @@ class ComfyUIBackend:
             log.warning("cancelled ComfyUI prompt %s on %s (%s)", prompt_id, self.base_url, why)
         except ComfyUIError as exc:
             log.warning("could not cancel ComfyUI prompt %s: %s", prompt_id, exc)
-
-
-# The name the walking skeleton used for the one-server client.
-ComfyUIClient = ComfyUIBackend
 
 
 def _execution_failed(data: dict[str, Any]) -> ExecutionFailed:

@@ -140,11 +140,10 @@ class BackendPool:
         workflow: dict[str, Any],
         *,
         on_progress: ProgressCallback | None = None,
-        timeout_s: float | None = None,
         inputs: Mapping[str, bytes] | None = None,
     ) -> RenderedImage:
         """Render on the least busy backend; re-dispatch to another when one dies under us."""
-        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        deadline = time.monotonic() + self.timeout_s
         failed: set[str] = set()
         while True:
             backend = await self.choose(failed)
