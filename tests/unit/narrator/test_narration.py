@@ -256,6 +256,7 @@ def test_settings_read_documented_env_names(monkeypatch: pytest.MonkeyPatch) -> 
         "NARRATOR_CONTEXT_BUDGET_TOKENS": "3000",
         "NARRATOR_IMAGE_POLICY": "on_scene_change",
         "NARRATOR_PRICES": '{"gpt-x": {"input": 1, "output": 2}}',
+        "LOG_LEVEL": "DEBUG",  # not ours: only NARRATOR_LOG_LEVEL is
     }
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     for name, value in env.items():
@@ -271,3 +272,4 @@ def test_settings_read_documented_env_names(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.image_policy is ImagePolicy.ON_SCENE_CHANGE
     assert settings.prices["gpt-x"].output == 2
     assert settings.openai_api_key.get_secret_value() == "sk-sandbox"
+    assert settings.log_level == "INFO"
