@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from faststream import FastStream
 from faststream.nats import NatsBroker
 
@@ -23,13 +21,10 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
         max_s=settings.persistence_retry_max_s,
         unexpected_error_attempts=settings.persistence_unexpected_error_attempts,
     )
-    broker = NatsBroker(
-        settings.nats_url,
-        name="taleforge-persistence",
-        graceful_timeout=settings.persistence_graceful_timeout_s,
-        # FastStream's per-message lines at DEBUG; retries and dead letters are logged by us.
-        log_level=logging.DEBUG,
-    )
+    # Only the connection (and FastStream's lifecycle): the consumer below is our own pull
+    # loop, so there are no subscribers for a broker graceful_timeout or log level to govern.
+    # Reconnect for ever: a client that gives up stays closed, and the loop could never fetch.
+    broker = NatsBroker(settings.nats_url, name="taleforge-persistence", max_reconnect_attempts=-1)
     # Binds to the durable consumer `declare_event_log` created. Batches of up to
     # PERSISTENCE_BATCH_SIZE (what is waiting, not waiting for more), each applied in one
     # transaction; every message is acked, termed or naked explicitly.

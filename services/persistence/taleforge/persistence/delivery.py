@@ -1,8 +1,8 @@
 """What to do with delivered stream messages: apply them, dead-letter them, or retry them.
 
-Kept apart from FastStream so the decision is plain code: `decide` (one message) and
-`decide_batch` (several, in stream order) return `Verdict`s and the handler carries them
-out on the messages. The rebuild uses the same functions, so a replay projects exactly as
+Kept apart from NATS so the decision is plain code: `decide` (one message) and
+`decide_batch` (several, in stream order) return `Verdict`s and the pull loop (`consumer`)
+carries them out on the messages. The rebuild uses the same functions, so a replay projects exactly as
 the live service does.
 """
 
