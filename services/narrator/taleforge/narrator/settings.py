@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taleforge.contracts.events import ImagePolicy
-from taleforge.narrator.live_settings import LiveSettings
+from taleforge.narrator.live_settings import LIVE_FIELDS, LiveSettings
 from taleforge.narrator.pricing import DEFAULT_PRICES, ModelPrice
 
 
@@ -49,15 +49,7 @@ class Settings(BaseSettings):
 
     def live_defaults(self) -> LiveSettings:
         """The run-time-changeable settings as configured at start-up."""
-        return LiveSettings(
-            model=self.model,
-            temperature=self.temperature,
-            max_output_tokens=self.max_output_tokens,
-            context_budget_tokens=self.context_budget_tokens,
-            summary_model=self.summary_model,
-            summary_max_output_tokens=self.summary_max_output_tokens,
-            image_policy=self.image_policy,
-        )
+        return LiveSettings(**self.model_dump(include=set(LIVE_FIELDS)))
 
     @property
     def graceful_timeout_s(self) -> float:
