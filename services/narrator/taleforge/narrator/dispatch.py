@@ -51,10 +51,6 @@ class SessionDispatcher(Generic[Item]):
             del self._workers[session_key]
             del self._queues[session_key]
 
-    def pending(self) -> list[Item]:
-        """Items queued but not started (for shutdown: they can be handed back)."""
-        return [item for queue in self._queues.values() for item in list(queue)[1:]]
-
     async def drain(self, timeout_s: float) -> None:
         """Wait for the sessions' current items to finish (cancel them after `timeout_s`)."""
         for queue in self._queues.values():

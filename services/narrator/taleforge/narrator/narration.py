@@ -34,7 +34,7 @@ from taleforge.contracts import (
     TurnRequested,
 )
 from taleforge.contracts.events import ImagePolicy, NarrationSettings
-from taleforge.narrator.images import image_prompt, image_seed, plan_image
+from taleforge.narrator.images import plan_image
 from taleforge.narrator.live_settings import LiveSettings, SettingsSource
 from taleforge.narrator.memory import SUMMARY_INSTRUCTIONS, plan_fold, summary_request
 from taleforge.narrator.model import (
@@ -47,8 +47,6 @@ from taleforge.narrator.pricing import ModelPrice, cost_usd
 from taleforge.narrator.prompting import build_prompt
 from taleforge.narrator.story import SessionState
 from taleforge.narrator.tokens import TokenCounter
-
-__all__ = ["Narrator", "RetryPolicy", "event_id", "image_prompt", "image_seed"]
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ log = logging.getLogger(__name__)
 CACHED_SESSIONS = 10_000
 
 
-async def open_bucket(js: JetStreamContext, bucket: str, history: int = 1) -> KeyValue:
+async def open_bucket(js: JetStreamContext, bucket: str) -> KeyValue:
     try:
         return await js.key_value(bucket)
     except BucketNotFoundError:
         log.info("creating KV bucket %s", bucket)
-        return await js.create_key_value(KeyValueConfig(bucket=bucket, history=history))
+        return await js.create_key_value(KeyValueConfig(bucket=bucket))
 
 
 class KvSessionStore:
