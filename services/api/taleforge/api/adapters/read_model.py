@@ -21,7 +21,6 @@ from uuid import UUID
 from sqlalchemy import (
     Column,
     DateTime,
-    Float,
     Integer,
     MetaData,
     Row,
@@ -35,6 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 metadata = MetaData()
 
+# Only the columns the API reads: the tables hold more (timings, prompts, sizes), which
+# persistence owns and nobody here asks for.
 story_sessions = Table(
     "story_sessions",
     metadata,
@@ -43,9 +44,7 @@ story_sessions = Table(
     Column("scenario_id", Text),
     Column("title", Text),
     Column("opening", Text),
-    Column("turn_count", Integer),
     Column("created_at", DateTime(timezone=True)),
-    Column("updated_at", DateTime(timezone=True)),
 )
 
 turns = Table(
@@ -65,38 +64,23 @@ turns = Table(
     Column("output_tokens", Integer),
     Column("reasoning_tokens", Integer),
     Column("total_tokens", Integer),
-    Column("response_id", Text),
-    Column("time_to_first_token_ms", Float),
-    Column("duration_ms", Float),
-    Column("error_code", Text),
     Column("error", Text),
-    Column("requested_at", DateTime(timezone=True)),
-    Column("started_at", DateTime(timezone=True)),
-    Column("completed_at", DateTime(timezone=True)),
 )
 
 images = Table(
     "images",
     metadata,
     Column("id", Uuid, primary_key=True),
-    Column("session_id", Uuid),
     Column("turn_id", Uuid),
     Column("user_id", Uuid),
     Column("kind", Text),
     Column("status", Text),
-    Column("prompt", Text),
-    Column("seed", Integer),
-    Column("width", Integer),
-    Column("height", Integer),
     Column("bucket", Text),
     Column("object_name", Text),
     Column("content_type", Text),
-    Column("size_bytes", Integer),
     Column("sha256", Text),
-    Column("error_code", Text),
     Column("error", Text),
     Column("requested_at", DateTime(timezone=True)),
-    Column("completed_at", DateTime(timezone=True)),
 )
 
 
