@@ -2,8 +2,8 @@
 
 Kept apart from NATS so the decision is plain code: `decide` (one message) and
 `decide_batch` (several, in stream order) return `Verdict`s and the pull loop (`consumer`)
-carries them out on the messages. The rebuild uses the same functions, so a replay projects exactly as
-the live service does.
+carries them out on the messages. The rebuild uses the same functions, so a replay
+projects exactly as the live service does.
 """
 
 from __future__ import annotations
