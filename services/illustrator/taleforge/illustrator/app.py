@@ -18,7 +18,7 @@ from taleforge.illustrator.adapters.comfyui_pool import BackendPool
 from taleforge.illustrator.adapters.consumer import PullWorkers
 from taleforge.illustrator.adapters.object_store import ImageStore
 from taleforge.illustrator.adapters.supabase_storage import SupabaseImageStore
-from taleforge.illustrator.handlers import bind_render_image
+from taleforge.illustrator.handlers import render_image
 from taleforge.illustrator.likeness import IdentityBook
 from taleforge.illustrator.rendering import Illustrator, Renderer, Store
 from taleforge.illustrator.settings import Settings
@@ -42,16 +42,19 @@ def create_app(
     store: Store | None = None,
 ) -> FastStream:
     settings = settings or Settings()
-    broker = NatsBroker(settings.nats_url, graceful_timeout=settings.graceful_timeout_s)
-    wired: dict[str, Illustrator] = {}
+    # The broker only holds the NATS connection and FastStream runs the life cycle: renders are
+    # pulled by our own workers (adapters/consumer.py), which stop themselves gracefully.
+    broker = NatsBroker(settings.nats_url)
     pool = BackendPool.from_urls(
         settings.backend_urls,
         timeout_s=settings.render_timeout_s,
         health_interval_s=settings.health_interval_s,
     )
-    workers: list[PullWorkers] = []
+    workers: PullWorkers | None = None
+    image_store: Store | None = None
 
     async def start() -> None:
+        nonlocal workers, image_store
         await broker.connect()
         nc = broker.connection
         js = nc.jetstream()
@@ -79,16 +82,15 @@ def create_app(
         async def publish_live(subject: str, data: bytes) -> None:
             await nc.publish(subject, data)
 
-        wired["illustrator"] = Illustrator(
+        illustrator = Illustrator(
             settings, comfyui or pool, image_store, publish, publish_live, templates, identities
         )
-        pull = PullWorkers(
+        workers = PullWorkers(
             js,
-            bind_render_image(lambda: wired["illustrator"], settings),
+            lambda msg: render_image(msg, illustrator, settings),
             concurrency=settings.concurrency,
         )
-        await pull.start()
-        workers.append(pull)
+        await workers.start()
         log.info(
             "illustrator ready: %d ComfyUI backend(s) %s, storage %s, concurrency %d",
             len(settings.backend_urls),
@@ -98,14 +100,13 @@ def create_app(
         )
 
     async def stop_workers() -> None:
-        for pull in workers:
-            await pull.stop(settings.graceful_timeout_s)
+        if workers is not None:
+            await workers.stop(settings.graceful_timeout_s)
 
     async def close_clients() -> None:
         await pool.aclose()
-        closer = getattr(wired.get("illustrator"), "store", None)
-        if isinstance(closer, SupabaseImageStore):
-            await closer.aclose()
+        if isinstance(image_store, SupabaseImageStore):
+            await image_store.aclose()
 
     return FastStream(
         broker, on_startup=[start], on_shutdown=[stop_workers], after_shutdown=[close_clients]

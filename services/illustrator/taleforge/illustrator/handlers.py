@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from nats.aio.msg import Msg
 
@@ -93,14 +93,3 @@ async def render_image(msg: Msg, illustrator: Illustrator, settings: Settings) -
         await msg.nak(delay=backoff_s(settings, attempt))
         return
     await msg.ack()
-
-
-def bind_render_image(
-    illustrator: Callable[[], Illustrator], settings: Settings
-) -> Callable[[Msg], Awaitable[None]]:
-    """The worker's handler, with collaborators resolved once the app has started."""
-
-    async def handle(msg: Msg) -> None:
-        await render_image(msg, illustrator(), settings)
-
-    return handle
