@@ -43,7 +43,6 @@ class PullWorkers:
         self.fetch_timeout_s = fetch_timeout_s
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.busy = 0
 
     async def start(self) -> None:
         for i in range(self.concurrency):
@@ -79,12 +78,9 @@ class PullWorkers:
                 await asyncio.sleep(self.fetch_timeout_s)
                 continue
             for msg in messages:
-                self.busy += 1
                 try:
                     await self._handle(msg)
                 except Exception:  # a handler bug must not kill the worker
                     log.exception("render handler crashed on %s", msg.subject)
-                finally:
-                    self.busy -= 1
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
