@@ -74,10 +74,9 @@ async def rebuild(
     *,
     batch_size: int = 500,
     progress: bool = True,
-    policy: RetryPolicy | None = None,
 ) -> RebuildReport:
     """Replay the STORY stream, as it is now, into `database_url` (migrated first)."""
-    policy = policy or RetryPolicy()
+    policy = RetryPolicy()  # the live service's defaults
     started = time.perf_counter()
     report = RebuildReport()
     await upgrade_to_head_async(database_url)
