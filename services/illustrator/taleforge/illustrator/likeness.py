@@ -20,10 +20,11 @@ from dataclasses import asdict, dataclass, replace
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from taleforge.contracts.events import CharacterLikeness
+from taleforge.illustrator.adapters.buckets import open_key_value
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +85,12 @@ class IdentityBook:
         describe: DescribeCharacter = _no_description,
         bucket: str = IDENTITY_BUCKET,
     ) -> IdentityBook:
-        try:
-            kv = await js.key_value(bucket)
-        except BucketNotFoundError:
-            config = KeyValueConfig(
-                bucket=bucket,
-                description="Taleforge character identities (key = session.character)",
-                storage=StorageType.FILE,
-            )
-            kv = await js.create_key_value(config)
-            log.info("created identity bucket %s", bucket)
-        return cls(kv, describe)
+        config = KeyValueConfig(
+            bucket=bucket,
+            description="Taleforge character identities (key = session.character)",
+            storage=StorageType.FILE,
+        )
+        return cls(await open_key_value(js, config), describe)
 
     async def _read(self, key: str) -> tuple[Identity, int] | None:
         try:

@@ -16,10 +16,11 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from taleforge.contracts import ImageKind
+from taleforge.illustrator.adapters.buckets import open_key_value
 from taleforge.illustrator.workflows import WorkflowError, load_template, parse_template
 
 log = logging.getLogger(__name__)
@@ -55,18 +56,13 @@ class TemplateRegistry:
     async def open(
         cls, js: JetStreamContext, allowed: frozenset[str], bucket: str = TEMPLATE_BUCKET
     ) -> TemplateRegistry:
-        try:
-            kv = await js.key_value(bucket)
-        except BucketNotFoundError:
-            config = KeyValueConfig(
-                bucket=bucket,
-                description="Taleforge illustrator workflow templates (key = image kind)",
-                history=64,  # old versions stay readable for reproduction
-                storage=StorageType.FILE,
-            )
-            kv = await js.create_key_value(config)
-            log.info("created template bucket %s", bucket)
-        return cls(kv, allowed)
+        config = KeyValueConfig(
+            bucket=bucket,
+            description="Taleforge illustrator workflow templates (key = image kind)",
+            history=64,  # old versions stay readable for reproduction
+            storage=StorageType.FILE,
+        )
+        return cls(await open_key_value(js, config), allowed)
 
     async def get(self, kind: str, version: int | None = None) -> Template:
         """The current template of `kind` (or one version of it)."""
