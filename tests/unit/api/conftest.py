@@ -34,9 +34,6 @@ class EmptyReadModel:
         self.queries.append(query)
         return EmptyResult()
 
-    async def rollback(self) -> None:
-        pass
-
 
 @pytest.fixture
 def settings() -> Settings:

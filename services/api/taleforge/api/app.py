@@ -30,6 +30,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.database_url,
         pool_pre_ping=True,
+        # Each statement sees what persistence has committed before it; `wait_for_session`
+        # polls inside one transaction and relies on that.
+        isolation_level="READ COMMITTED",
         connect_args={"timeout": settings.db_connect_timeout_s},
     )
 

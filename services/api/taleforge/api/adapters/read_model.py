@@ -84,9 +84,6 @@ images = Table(
 )
 
 
-# The role a request's reads run as, remembered on the connection for `wait_for_session`.
-_ROLE_KEY = "taleforge_read_role"
-
 _ACT_AS = text(
     "SELECT set_config('role', :role, true), set_config('request.jwt.claims', :claims, true)"
 )
@@ -99,7 +96,6 @@ async def act_as(conn: AsyncConnection, user_id: UUID, *, role: str = "authentic
     pooled connection never carries one player's identity into another's request. An empty
     `role` keeps the connection's own role (only the claims are set).
     """
-    conn.info[_ROLE_KEY] = role
     claims = json.dumps({"sub": str(user_id), "role": role or "authenticated"})
     if role:
         await conn.execute(_ACT_AS, {"role": role, "claims": claims})
@@ -128,15 +124,14 @@ async def wait_for_session(
     timeout_s: float,
     interval_s: float = 0.02,
 ) -> Row[Any] | None:
-    """Poll until persistence has projected the session, or `timeout_s` passes."""
+    """Poll until persistence has projected the session, or `timeout_s` passes.
+
+    One transaction throughout (still the player's): at READ COMMITTED, the engine's
+    isolation, each poll sees what persistence has committed since.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         row = await get_session(conn, session_id, user_id)
-        # End the transaction so the next poll reads a fresh snapshot whatever the isolation;
-        # the next one becomes the player again (the role and claims were transaction-local).
-        await conn.rollback()
-        if _ROLE_KEY in conn.info:
-            await act_as(conn, user_id, role=conn.info[_ROLE_KEY])
         if row is not None or time.monotonic() >= deadline:
             return row
         await asyncio.sleep(interval_s)
