@@ -268,7 +268,3 @@ class DeadLetter(Base):
     delivery_count: Mapped[int | None] = mapped_column(Integer)
     first_seen_at: Mapped[datetime] = _now()
     last_seen_at: Mapped[datetime] = _now()
-
-
-# Tables holding a player's rows (a `user_id` column): RLS lets a player see only theirs.
-PLAYER_TABLES = ("story_sessions", "turns", "images", "saves", "usage_ledger")
