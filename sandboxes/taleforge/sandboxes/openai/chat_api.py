@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from taleforge.sandboxes.openai.config import FaultConfig
 from taleforge.sandboxes.openai.generation import (
     MALFORMED_LINE,
     Generation,
@@ -18,7 +19,7 @@ from taleforge.sandboxes.openai.generation import (
     paced,
 )
 from taleforge.sandboxes.openai.prompt import all_text
-from taleforge.sandboxes.openai.state import SandboxState, StreamFault
+from taleforge.sandboxes.openai.state import SandboxState
 from taleforge.sandboxes.openai.wire import chat_chunk, chat_completion, new_id, sse
 
 router = APIRouter()
@@ -29,7 +30,7 @@ _SYSTEM_ROLES = ("system", "developer")
 async def _chunks(
     body: dict[str, Any],
     gen: Generation,
-    fault: StreamFault,
+    fault: FaultConfig,
     delay_ms: float,
     entry: dict[str, Any],
 ) -> AsyncIterator[bytes]:

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from taleforge.sandboxes.openai.config import FaultConfig
 from taleforge.sandboxes.openai.prompt import all_text, last_user_text
-from taleforge.sandboxes.openai.state import SandboxState, StreamFault
+from taleforge.sandboxes.openai.state import SandboxState
 from taleforge.sandboxes.openai.storyteller import (
     count_words,
     deterministic_reply,
@@ -99,39 +100,40 @@ def generate(
     return Generation(text=text, tokens=tokens, usage=usage, tool_call=tool_call)
 
 
-def injected(fault: StreamFault, index: int) -> str | None:
+def injected(fault: FaultConfig, index: int) -> str | None:
     """The break a stream injects before delta `index`: "error", "malformed" or None."""
-    if fault.error_after is not None and index == fault.error_after:
+    if index == fault.error_event_after_deltas:
         return "error"
-    if fault.malformed_after is not None and index == fault.malformed_after:
+    if index == fault.malformed_after_deltas:
         return "malformed"
     return None
 
 
-def error_payload(fault: StreamFault, sequence: int) -> dict[str, Any]:
+def error_payload(fault: FaultConfig, sequence: int) -> dict[str, Any]:
     """A mid-stream error event, in the nested or the flat shape seen in the wild."""
-    message = f"The server had an error while streaming ({fault.error_code}, sandbox)."
-    if fault.error_shape == "flat":
+    code = fault.error_event_code
+    message = f"The server had an error while streaming ({code}, sandbox)."
+    if fault.error_event_shape == "flat":
         return {
             "type": "error",
-            "code": fault.error_code,
+            "code": code,
             "message": message,
             "param": None,
             "sequence_number": sequence,
         }
-    error = {"type": fault.error_code, "code": fault.error_code, "message": message, "param": None}
+    error = {"type": code, "code": code, "message": message, "param": None}
     return {"type": "error", "error": error, "sequence_number": sequence}
 
 
 MALFORMED_LINE = b"data: {this is not json\n\n"
 
 
-async def paced(tokens: list[str], fault: StreamFault, delay_ms: float) -> AsyncIterator[str]:
+async def paced(tokens: list[str], fault: FaultConfig, delay_ms: float) -> AsyncIterator[str]:
     """Yield tokens with the configured delay, stalling or dropping where the fault says."""
     for index, token in enumerate(tokens):
-        if fault.drop_after is not None and index == fault.drop_after:
+        if index == fault.drop_after_deltas:
             raise SimulatedDrop(f"sandbox dropped the connection after {index} deltas")
-        if fault.stall_after is not None and index == fault.stall_after:
+        if index == fault.stall_after_deltas:
             if fault.stall_s is None:
                 # Until the client gives up: Starlette cancels us when it disconnects.
                 await asyncio.Event().wait()

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from taleforge.sandboxes.openai.config import FaultConfig
 from taleforge.sandboxes.openai.generation import (
     MALFORMED_LINE,
     Generation,
@@ -18,7 +19,7 @@ from taleforge.sandboxes.openai.generation import (
     injected,
     paced,
 )
-from taleforge.sandboxes.openai.state import SandboxState, StreamFault
+from taleforge.sandboxes.openai.state import SandboxState
 from taleforge.sandboxes.openai.wire import (
     new_id,
     output_message,
@@ -44,7 +45,7 @@ def function_call_item(call: ToolCall, status: str, arguments: str | None = None
 async def _events(
     body: dict[str, Any],
     gen: Generation,
-    fault: StreamFault,
+    fault: FaultConfig,
     delay_ms: float,
     entry: dict[str, Any],
 ) -> AsyncIterator[bytes]:

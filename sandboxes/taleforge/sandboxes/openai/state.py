@@ -25,19 +25,6 @@ def error_response(
 
 
 @dataclass
-class StreamFault:
-    """What a streamed call should do after some deltas: stall for a while, or drop."""
-
-    stall_after: int | None = None
-    stall_s: float | None = None
-    drop_after: int | None = None
-    error_after: int | None = None
-    error_shape: str = "nested"
-    error_code: str = "server_error"
-    malformed_after: int | None = None
-
-
-@dataclass
 class SandboxState:
     config: OpenAISandboxConfig
     faults: FaultConfig = field(init=False)
@@ -131,19 +118,10 @@ class SandboxState:
             )
         return None
 
-    def stream_fault(self) -> StreamFault:
-        """The mid-stream fault for this streamed call; counts the streamed call."""
+    def stream_fault(self) -> FaultConfig:
+        """The faults this streamed call gets (none past `stream_fault_calls`); counts it."""
         self.streamed_calls += 1
-        faults = self.faults
-        limit = faults.stream_fault_calls
+        limit = self.faults.stream_fault_calls
         if limit is not None and self.streamed_calls > limit:
-            return StreamFault()
-        return StreamFault(
-            stall_after=faults.stall_after_deltas,
-            stall_s=faults.stall_s,
-            drop_after=faults.drop_after_deltas,
-            error_after=faults.error_event_after_deltas,
-            error_shape=faults.error_event_shape,
-            error_code=faults.error_event_code,
-            malformed_after=faults.malformed_after_deltas,
-        )
+            return FaultConfig()
+        return self.faults
