@@ -179,12 +179,12 @@ class Illustrator:
             "sampler": s.sampler,
             "model": s.checkpoint,
         }
+        used = placeholders_in(template.workflow)
         inputs: dict[str, bytes] = {}
-        if REFERENCE_IMAGE in placeholders_in(template.workflow):
+        if REFERENCE_IMAGE in used:
             name, data = await self._reference(identities)
             values[REFERENCE_IMAGE] = name
             inputs[name] = data
-        used = placeholders_in(template.workflow)
         values = {k: v for k, v in values.items() if k in used}
         workflow = fill_template(template.workflow, values, allowed=s.allowed_placeholders)
         return Prepared(template, workflow, seed, identities, inputs)
