@@ -82,9 +82,7 @@ async def create_chat_completion(request: Request) -> Response:
     if failure is not None:
         return failure
     messages = body.get("messages") or []
-    system = [
-        m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")
-    ]
+    system = [m for m in messages if isinstance(m, dict) and m.get("role") in _SYSTEM_ROLES]
     others = [m for m in messages if m not in system]
     gen = generate(
         state,
