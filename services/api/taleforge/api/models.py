@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from taleforge.api.text import MAX_INPUT_CHARS, normalize_text
-from taleforge.contracts import ImageKind, InputType
+from taleforge.contracts import ImageKind, InputType, TokenUsage
 
 TurnStatus = Literal["pending", "narrating", "completed", "failed"]
 ImageStatus = Literal["pending", "completed", "failed"]
@@ -71,14 +71,6 @@ class TurnAccepted(BaseModel):
     status_url: str
 
 
-class UsagePublic(BaseModel):
-    input_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    total_tokens: int = 0
-
-
 class ImagePublic(BaseModel):
     image_id: UUID
     kind: ImageKind | str
@@ -97,7 +89,7 @@ class TurnPublic(BaseModel):
     narration: str | None = None
     error: str | None = Field(None, description="Why the turn failed, readable by the player.")
     model: str | None = None
-    usage: UsagePublic | None = None
+    usage: TokenUsage | None = None
     images: list[ImagePublic] = Field(default_factory=list)
 
 

@@ -10,7 +10,8 @@ from sqlalchemy import Row
 
 from taleforge.api.adapters import read_model
 from taleforge.api.deps import CurrentUser, DbSession
-from taleforge.api.models import ImagePublic, TurnPublic, UsagePublic
+from taleforge.api.models import ImagePublic, TurnPublic
+from taleforge.contracts import TokenUsage
 
 router = APIRouter(prefix="/api/turns", tags=["turns"])
 
@@ -25,10 +26,10 @@ def _image(row: Row[Any]) -> ImagePublic:
     )
 
 
-def _usage(row: Row[Any]) -> UsagePublic | None:
+def _usage(row: Row[Any]) -> TokenUsage | None:
     if row.total_tokens is None and row.input_tokens is None:
         return None
-    return UsagePublic(
+    return TokenUsage(
         input_tokens=row.input_tokens or 0,
         cached_tokens=row.cached_tokens or 0,
         output_tokens=row.output_tokens or 0,
