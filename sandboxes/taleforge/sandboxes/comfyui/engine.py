@@ -206,9 +206,9 @@ class ComfyEngine:
         f.drop_socket_next = max(0, f.drop_socket_next - 1)
         return drawn
 
-    async def _emit(self, state: RunState, event: str, data: dict[str, Any], keep: bool) -> None:
-        if keep:
-            state.messages.append([event, data])
+    async def _emit(self, state: RunState, event: str, data: dict[str, Any]) -> None:
+        """Send one of the run's status events, kept for its history entry as ComfyUI does."""
+        state.messages.append([event, data])
         await self.hub.send_json(event, data, state.item.client_id)
 
     async def _progress_state(self, data: dict[str, Any]) -> None:
@@ -219,7 +219,7 @@ class ComfyEngine:
         self._interrupt.clear()
         state = RunState(item, self._draw_faults())
         pid = item.prompt_id
-        await self._emit(state, "execution_start", {"prompt_id": pid, "timestamp": _now_ms()}, True)
+        await self._emit(state, "execution_start", {"prompt_id": pid, "timestamp": _now_ms()})
         order = self._order(item)
         signatures = {nid: self._signature(item.prompt, nid) for nid in order}
         cached = [
@@ -233,7 +233,6 @@ class ComfyEngine:
             state,
             "execution_cached",
             {"nodes": cached, "prompt_id": pid, "timestamp": _now_ms()},
-            True,
         )
         values: dict[str, tuple[Any, ...]] = {}
         for nid in cached:
@@ -267,11 +266,10 @@ class ComfyEngine:
                         "executed": list(state.executed),
                         "timestamp": _now_ms(),
                     },
-                    True,
                 )
                 return state
             except Exception as exc:
-                await self._emit(state, "execution_error", self._error_data(state, nid, exc), True)
+                await self._emit(state, "execution_error", self._error_data(state, nid, exc))
                 return state
             values[nid] = outs
             state.executed.append(nid)
@@ -284,9 +282,7 @@ class ComfyEngine:
                     item.client_id,
                 )
             await self._progress_state(state.progress.finish(nid))
-        await self._emit(
-            state, "execution_success", {"prompt_id": pid, "timestamp": _now_ms()}, True
-        )
+        await self._emit(state, "execution_success", {"prompt_id": pid, "timestamp": _now_ms()})
         return state
 
     def _error_data(self, state: RunState, nid: str, exc: Exception) -> dict[str, Any]:
