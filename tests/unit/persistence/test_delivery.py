@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from asyncpg.exceptions import CannotConnectNowError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from taleforge.contracts import SessionStarted, StoryEvent
 from taleforge.persistence.delivery import ACK, TERM, Delivery, RetryPolicy, Verdict, decide
@@ -78,6 +79,8 @@ async def test_a_rejected_event_is_dead_lettered_and_terminated() -> None:
     [
         ConnectionRefusedError("refused"),
         OperationalError("SELECT 1", {}, Exception("server closed the connection")),
+        # How SQLAlchemy hands over asyncpg's error while Postgres recovers from a restart.
+        DBAPIError("SELECT 1", {}, CannotConnectNowError("the database system is starting up")),
     ],
 )
 async def test_a_transient_error_is_retried_with_capped_backoff(error: BaseException) -> None:

@@ -40,10 +40,18 @@ def create_engine(database_url: str, *, pool_size: int = 2) -> AsyncEngine:
     return create_async_engine(database_url, pool_size=pool_size, pool_pre_ping=True)
 
 
+# SQLSTATE classes that pass on their own: 08 connection exception, 53 insufficient resources
+# (too many connections), 57 operator intervention (shutting down, "the database system is
+# starting up"). asyncpg's errors for these reach us as a plain DBAPIError.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures that may pass on retry: the database is down, busy or restarting."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        if exc.connection_invalidated or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES:
+            return True
     return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError)
 
 
