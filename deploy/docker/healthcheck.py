@@ -17,7 +17,6 @@ import sys
 import urllib.request
 
 TIMEOUT_S = 4.0
-STREAM = "STORY"  # taleforge.contracts.STREAM_NAME, not imported: this runs in every image
 
 
 def check_http(url: str) -> None:
@@ -27,14 +26,17 @@ def check_http(url: str) -> None:
 
 
 async def check_consumer(name: str) -> None:
-    import nats  # only the workers' images have it (through faststream[nats])
+    # Only the workers' images have these (the sandboxes image checks over HTTP).
+    import nats
+
+    from taleforge.contracts import STREAM_NAME
 
     url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
     nc = await nats.connect(
         url, connect_timeout=TIMEOUT_S, allow_reconnect=False, max_reconnect_attempts=0
     )
     try:
-        await nc.jetstream(timeout=TIMEOUT_S).consumer_info(STREAM, name)
+        await nc.jetstream(timeout=TIMEOUT_S).consumer_info(STREAM_NAME, name)
     finally:
         await nc.close()
 

@@ -117,11 +117,5 @@ def test_dockerignore_keeps_what_the_images_copy(dockerfiles: dict[str, Any]) ->
                     assert (ROOT / path).exists(), f"{image}: COPY {source}: no such path"
 
 
-def test_healthcheck_script_names_the_stream() -> None:
-    from taleforge.contracts import STREAM_NAME
-
-    assert f'STREAM = "{STREAM_NAME}"' in (ROOT / HEALTHCHECK_SCRIPT).read_text()
-
-
 def _path(image: str) -> str:
     return "sandboxes/Dockerfile" if image == "sandboxes" else f"services/{image}/Dockerfile"
