@@ -25,7 +25,7 @@ from taleforge.sandboxes.comfyui.hub import JPEG_FORMAT, SocketHub
 from taleforge.sandboxes.comfyui.nodes import INPUT_FILES, node_classes
 from taleforge.sandboxes.comfyui.progress import NodeProgressRegistry
 from taleforge.sandboxes.comfyui.render import encode_png, encode_preview, render_scene
-from taleforge.sandboxes.comfyui.validation import validate_prompt
+from taleforge.sandboxes.comfyui.validation import is_link, validate_prompt
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ class ComfyEngine:
                 return
             seen.add(nid)
             for value in item.prompt[nid]["inputs"].values():
-                if _is_link(value):
+                if is_link(value):
                     visit(str(value[0]))
             order.append(nid)
 
@@ -346,7 +346,7 @@ class ComfyEngine:
     def _signature(self, prompt: dict[str, Any], nid: str) -> str:
         node = prompt[nid]
         inputs = {
-            k: (["link", self._signature(prompt, str(v[0])), v[1]] if _is_link(v) else v)
+            k: (["link", self._signature(prompt, str(v[0])), v[1]] if is_link(v) else v)
             for k, v in node["inputs"].items()
         }
         return json.dumps([node["class_type"], inputs], sort_keys=True, default=str)
@@ -355,12 +355,12 @@ class ComfyEngine:
         return all(
             str(v[0]) in cached and self._ancestors_cached(prompt, str(v[0]), cached)
             for v in prompt[nid]["inputs"].values()
-            if _is_link(v)
+            if is_link(v)
         )
 
     @staticmethod
     def _resolve(inputs: dict[str, Any], values: dict[str, tuple[Any, ...]]) -> dict[str, Any]:
-        return {k: (values[str(v[0])][v[1]] if _is_link(v) else v) for k, v in inputs.items()}
+        return {k: (values[str(v[0])][v[1]] if is_link(v) else v) for k, v in inputs.items()}
 
     # ---- node simulation -----------------------------------------------------------------
 
@@ -455,7 +455,3 @@ class ComfyEngine:
             self.images[(filename, subfolder, kind)] = encode_png(image)
             stored.append({"filename": filename, "subfolder": subfolder, "type": kind})
         return stored
-
-
-def _is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)

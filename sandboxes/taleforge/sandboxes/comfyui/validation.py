@@ -28,7 +28,8 @@ class Validation:
         return self.error is None
 
 
-def _is_link(value: Any) -> bool:
+def is_link(value: Any) -> bool:
+    """An input wired to another node's output: `[node_id, output_index]`."""
     return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
 
 
@@ -116,7 +117,7 @@ def _node_input_errors(
             )
             continue
         value = inputs[name]
-        if isinstance(value, list) and not _is_link(value) and not isinstance(spec[0], list):
+        if isinstance(value, list) and not is_link(value) and not isinstance(spec[0], list):
             own.append(
                 _error(
                     "bad_linked_input",
@@ -127,7 +128,7 @@ def _node_input_errors(
                 )
             )
             continue
-        if _is_link(value):
+        if is_link(value):
             source_id = str(value[0])
             source = prompt.get(source_id)
             if not isinstance(source, dict) or source.get("class_type") not in classes:
