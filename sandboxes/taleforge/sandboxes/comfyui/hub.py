@@ -12,7 +12,6 @@ log = logging.getLogger(__name__)
 
 PREVIEW_IMAGE = 1  # binary event type for sampler previews
 JPEG_FORMAT = 1  # image format word that follows the event type
-PNG_FORMAT = 2
 
 
 class SocketHub:
