@@ -25,13 +25,9 @@ class EmptyResult:
 
 
 class EmptyReadModel:
-    """A connection on which every query finds nothing; it records what was asked."""
-
-    def __init__(self) -> None:
-        self.queries: list[Any] = []
+    """A connection on which every query finds nothing."""
 
     async def execute(self, query: Any) -> EmptyResult:
-        self.queries.append(query)
         return EmptyResult()
 
 

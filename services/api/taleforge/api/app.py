@@ -101,7 +101,6 @@ def create_app(
         description="Start story sessions, move the story on, read turns and images.",
     )
     app.state.settings = settings
-    app.state.broker = broker
     app.state.engine = engine
     app.state.bus = bus
 

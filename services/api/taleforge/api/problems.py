@@ -21,14 +21,6 @@ PROBLEM_TYPE_BASE = "https://taleforge.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
-class ServiceUnavailable(Exception):
-    """A dependency (NATS, Postgres) does not answer; the request may be retried later."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
 def problem(
     status: int,
     detail: str,
@@ -76,12 +68,6 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(422, summary or "the request is invalid", slug="invalid-request", errors=errors)
 
 
-async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceUnavailable)
-    log.warning("%s %s: %s", request.method, request.url.path, exc.detail)
-    return problem(503, exc.detail, slug="service-unavailable", headers={"Retry-After": "2"})
-
-
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(500, "an unexpected error happened; it has been logged", slug="internal")
@@ -93,7 +79,6 @@ def install_problem_handlers(
     """Register the handlers; `unavailable` maps dependency errors to a 503 detail."""
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(ServiceUnavailable, _unavailable)
     for exc_type, detail in (unavailable or {}).items():
         app.add_exception_handler(exc_type, _unavailable_as(detail))
     app.add_exception_handler(Exception, _unexpected)
