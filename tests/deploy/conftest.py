@@ -20,22 +20,8 @@ SERVICES = ("api", "narrator", "illustrator", "persistence")
 IMAGES = {svc: f"services/{svc}/Dockerfile" for svc in SERVICES} | {
     "sandboxes": "sandboxes/Dockerfile"
 }
-# The workspace member each image installs (`uv sync --package ...`) and the source it needs.
-IMAGE_SOURCES = {
-    **{svc: ("contracts/", f"services/{svc}/") for svc in SERVICES},
-    "sandboxes": ("sandboxes/",),
-}
 # Compose services that run our code, and whose Settings read their environment.
 SETTINGS_OF = {svc: svc for svc in SERVICES} | {"migrate": "persistence"}
-WORKSPACE_MEMBERS = (
-    "contracts",
-    "services/api",
-    "services/narrator",
-    "services/illustrator",
-    "services/persistence",
-    "sandboxes",
-    "cli",
-)
 
 
 # --- compose ---------------------------------------------------------------------------------
@@ -76,11 +62,9 @@ def interpolate(value: str, env: dict[str, str]) -> str:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # Tests taking `image` run once per Dockerfile, tests taking `service` once per service.
+    # Tests taking `image` run once per Dockerfile.
     if "image" in metafunc.fixturenames:
         metafunc.parametrize("image", list(IMAGES))
-    if "service" in metafunc.fixturenames:
-        metafunc.parametrize("service", list(SERVICES))
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +122,6 @@ def env_example() -> EnvExample:
 
 @dataclass(frozen=True)
 class Setting:
-    env: str  # the documented name, e.g. NARRATOR_MODEL
     accepted: frozenset[str]  # every name the environment may use for it (upper case)
     info: FieldInfo
 
@@ -172,7 +155,7 @@ def settings_of(service: str) -> dict[str, Setting]:
             names = [prefix + name]
         # Case-insensitive (pydantic-settings' default), so compare upper case.
         settings[names[0].upper()] = Setting(
-            env=names[0].upper(), accepted=frozenset(n.upper() for n in names), info=info
+            accepted=frozenset(n.upper() for n in names), info=info
         )
     return settings
 
