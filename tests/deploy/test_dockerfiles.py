@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import fnmatch
+import tomllib
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-MEMBERS = (
-    "contracts",
-    "services/api",
-    "services/narrator",
-    "services/illustrator",
-    "services/persistence",
-    "sandboxes",
-    "cli",
-)
-LOCK_FILES = {"pyproject.toml", "uv.lock"} | {f"{member}/pyproject.toml" for member in MEMBERS}
+# The workspace's members, as the root pyproject.toml names them (globs included).
+_WORKSPACE = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]
+LOCK_FILES = {"pyproject.toml", "uv.lock"} | {
+    str(path.relative_to(ROOT))
+    for pattern in _WORKSPACE["members"]
+    for path in ROOT.glob(f"{pattern}/pyproject.toml")
+}
 HEALTHCHECK_SCRIPT = "deploy/docker/healthcheck.py"
 
 
