@@ -21,6 +21,7 @@ from taleforge.persistence.adapters.event_log import (
     persistence_consumer_config,
     story_stream_config,
 )
+from taleforge.persistence.adapters.repository import is_transient
 from taleforge.persistence.migrations import upgrade_to_head_async
 from taleforge.persistence.settings import Settings
 
@@ -34,8 +35,9 @@ async def retry(what: str, step: Callable[[], Awaitable[T]], timeout_s: float) -
     while True:
         try:
             return await step()
-        except (OSError, TimeoutError, nats.errors.Error) as exc:
-            if time.monotonic() + delay > deadline:
+        except Exception as exc:
+            waitable = is_transient(exc) or isinstance(exc, nats.errors.Error)
+            if not waitable or time.monotonic() + delay > deadline:
                 raise
             log.warning("waiting for %s: %s; retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
