@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 
+from taleforge.api.settings import DEV_JWT_SECRET
 from taleforge.cli.embedded import EmbeddedNats, EmbeddedPostgres, free_ports
 from taleforge.cli.processes import Child, LogSink
-from taleforge.cli.tokens import DEV_JWT_SECRET
 
 SERVICES = ("persistence", "narrator", "illustrator", "api")
 DURABLE_CONSUMERS = ("persistence", "narrator", "illustrator")

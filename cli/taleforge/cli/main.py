@@ -84,7 +84,7 @@ def _banner(stack: DevStack, token: str) -> str:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    print(mint_token(args.user, ttl_s=args.ttl, admin=args.admin))
+    print(mint_token(args.user, ttl_s=args.ttl))
     return 0
 
 
@@ -133,7 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print a dev access token (HS256, JWT_SECRET)")
     token.add_argument("--user", default=str(DEV_USER_ID), help="player id (the token's sub)")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires")
-    token.add_argument("--admin", action="store_true", help="mark the player as an admin")
     token.set_defaults(func=cmd_token)
 
     sandbox = sub.add_parser("sandbox", help="run a sandbox server (openai or comfyui)")

@@ -58,14 +58,17 @@ def verify_token(token: str, *, secret: str, audience: str | None) -> User:
 
 
 def issue_token(
-    user_id: UUID,
+    user_id: UUID | str,
     *,
     secret: str,
     audience: str = "authenticated",
     ttl_s: int = 3600,
     now: float | None = None,
 ) -> str:
-    """A token this service accepts (development and tests; Supabase issues them in prod)."""
+    """A token this service accepts (`taleforge token`, tests; Supabase issues them in prod).
+
+    The claims are Supabase's (`sub`, `aud`, `role`, `iat`, `exp`), so both verify alike.
+    """
     issued = int(now if now is not None else time.time())
     claims = {
         "sub": str(user_id),
