@@ -29,6 +29,9 @@ from taleforge.contracts import (
     publish_headers,
 )
 from taleforge.contracts.events import Character, ImagePolicy, ScenarioSnapshot
+from taleforge.narrator.adapters import settings_kv
+from taleforge.narrator.adapters.session_store import open_bucket
+from taleforge.narrator.adapters.settings_kv import KvSettings
 from taleforge.narrator.app import create_app
 from taleforge.narrator.pricing import DEFAULT_PRICES
 from taleforge.narrator.prompting import build_prompt
@@ -519,3 +522,24 @@ async def test_chat_completions_mode(
     assert request["path"] == "/v1/chat/completions"
     assert request["body"]["stream_options"] == {"include_usage": True}
     await bus.wait_for(lambda: bool(bus.of_type("image.requested", turn)))
+
+
+async def test_live_settings_do_not_wait_for_compacted_delete_markers(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `nats kv compact` removes delete markers, so the bucket's last revision can be one
+    # the watcher never sees; the next turns must not wait for it.
+    monkeypatch.setattr(settings_kv, "SYNC_TIMEOUT_S", 60.0)
+    nc = await nats.connect(nats_url)
+    kv = await open_bucket(nc.jetstream(), "narrator-settings")
+    await kv.put("model", b"gpt-4.1")
+    await kv.delete("model")
+    await kv.purge_deletes(olderthan=0)
+    live = KvSettings(kv, settings_for(nats_url, "http://unused").live_defaults())
+    await live.start()
+    try:
+        async with asyncio.timeout(5):
+            assert (await live.current()).model == "gpt-4.1-mini"
+    finally:
+        await live.stop()
+        await nc.close()

@@ -28,10 +28,14 @@ class KvSettings:
         self._overrides: dict[str, str] = {}
         self._current = defaults
         self._seen_revision = 0
+        self._start_revision = 0
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # Revisions up to here that the initial values lack are gone (compacted delete
+        # markers); once the initial values are in, they count as seen.
+        self._start_revision = await self._last_revision()
         watcher = await self._kv.watchall()
         self._task = asyncio.create_task(self._watch(watcher))
 
@@ -41,9 +45,12 @@ class KvSettings:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def current(self) -> LiveSettings:
+    async def _last_revision(self) -> int:
         status = await self._kv.status()
-        last = status.stream_info.state.last_seq
+        return status.stream_info.state.last_seq
+
+    async def current(self) -> LiveSettings:
+        last = await self._last_revision()
         if last > self._seen_revision:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SYNC_TIMEOUT_S), self._changed:
@@ -53,6 +60,7 @@ class KvSettings:
     async def _watch(self, watcher: KeyValue.KeyWatcher) -> None:
         async for entry in watcher:
             if entry is None:  # the end of the initial values
+                await self._seen(self._start_revision)
                 continue
             key, raw = entry.key, (entry.value or b"").decode()
             if key not in LIVE_FIELDS:
@@ -67,6 +75,9 @@ class KvSettings:
             except ValueError as exc:
                 log.error("ignoring invalid live setting %s=%r: %s", key, raw, exc)
                 self._overrides.pop(key, None)
-            async with self._changed:
-                self._seen_revision = max(self._seen_revision, entry.revision or 0)
-                self._changed.notify_all()
+            await self._seen(entry.revision or 0)
+
+    async def _seen(self, revision: int) -> None:
+        async with self._changed:
+            self._seen_revision = max(self._seen_revision, revision)
+            self._changed.notify_all()
