@@ -5,7 +5,7 @@ A small registry for now; scenarios become events and rows of their own later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from taleforge.contracts.events import Character, ImagePolicy, ScenarioSnapshot
 
@@ -17,23 +17,8 @@ class Scenario:
     id: str
     title: str
     opening: str
-    world: str = ""
-    tone: str = ""
-    rules: tuple[str, ...] = ()
-    player_character: Character | None = None
-    characters: tuple[Character, ...] = field(default=())
-    image_policy: ImagePolicy = ImagePolicy.EVERY_TURN
-
-    def snapshot(self) -> ScenarioSnapshot:
-        """What travels in `SessionStarted`, so the narrator (and a replay) needs no registry."""
-        return ScenarioSnapshot(
-            world=self.world,
-            tone=self.tone,
-            rules=list(self.rules),
-            player_character=self.player_character,
-            characters=list(self.characters),
-            image_policy=self.image_policy,
-        )
+    # What travels in `SessionStarted`, so the narrator (and a replay) needs no registry.
+    snapshot: ScenarioSnapshot
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -46,31 +31,35 @@ SCENARIOS: dict[str, Scenario] = {
             "in a grey cloak waits, as if it has been expecting you. Your boots are wet, "
             "your purse is light, and the village behind you has already barred its doors."
         ),
-        world=(
-            "Greywater Ford is a river crossing on the edge of the Fenmarch, a land of reed "
-            "beds, drowned chapels and old toll roads. Folk here fear the river spirits and "
-            "the grey-cloaked Wardens who once kept the ford. Magic is rare, quiet and costly."
-        ),
-        tone="Melancholy folk horror with moments of warmth; slow-burning dread, never gore.",
-        rules=(
-            "The river remembers every promise made beside it.",
-            "Nobody crosses the ford after dark without a lantern.",
-        ),
-        player_character=Character(
-            name="Wren",
-            description="A travelling tinker with a quick tongue, a light purse and a bad knee.",
-        ),
-        characters=(
-            Character(
-                name="The Grey Warden",
-                description="A cloaked figure on the far bank; patient, courteous, not alive.",
+        snapshot=ScenarioSnapshot(
+            world=(
+                "Greywater Ford is a river crossing on the edge of the Fenmarch, a land of reed "
+                "beds, drowned chapels and old toll roads. Folk here fear the river spirits and "
+                "the grey-cloaked Wardens who once kept the ford. Magic is rare, quiet and costly."
             ),
-            Character(
-                name="Old Maddock",
-                description="The missing ferryman; gruff, superstitious, owes everyone money.",
+            tone="Melancholy folk horror with moments of warmth; slow-burning dread, never gore.",
+            rules=[
+                "The river remembers every promise made beside it.",
+                "Nobody crosses the ford after dark without a lantern.",
+            ],
+            player_character=Character(
+                name="Wren",
+                description=(
+                    "A travelling tinker with a quick tongue, a light purse and a bad knee."
+                ),
             ),
+            characters=[
+                Character(
+                    name="The Grey Warden",
+                    description="A cloaked figure on the far bank; patient, courteous, not alive.",
+                ),
+                Character(
+                    name="Old Maddock",
+                    description="The missing ferryman; gruff, superstitious, owes everyone money.",
+                ),
+            ],
+            image_policy=ImagePolicy.EVERY_TURN,
         ),
-        image_policy=ImagePolicy.EVERY_TURN,
     ),
 }
 

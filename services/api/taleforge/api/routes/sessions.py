@@ -69,7 +69,7 @@ async def create_session(
         scenario_id=scenario.id,
         title=body.title or scenario.title,
         opening=scenario.opening,
-        scenario=scenario.snapshot(),
+        scenario=scenario.snapshot,
     )
     await bus.publish(event)
     row = await read_model.wait_for_session(
