@@ -95,18 +95,13 @@ async def pool_of(urls: list[str], **kwargs: Any) -> AsyncIterator[BackendPool]:
         await pool.aclose()
 
 
-async def prompts(url: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=url) as http:
-        return list((await http.get("/_sandbox/prompts")).json())
-
-
-async def test_one_socket_per_server_carries_all_our_prompts() -> None:
+async def test_one_socket_per_server_carries_all_our_prompts(sandbox_prompts: Any) -> None:
     with sandboxes(1, render_ms=60) as boxes:
         async with pool_of([boxes.url(0)]) as pool:
             results = await asyncio.gather(*(pool.render(workflow(seed=i)) for i in range(3)))
             hub = boxes.apps[0].state.engine.hub
             assert list(hub.sockets) == [pool.backends[0].client_id]  # one socket, ours
-        sent = await prompts(boxes.url(0))
+        sent = await sandbox_prompts(boxes.url(0))
     assert len({r.prompt_id for r in results}) == 3
     assert {p["body"]["client_id"] for p in sent} == {pool.backends[0].client_id}
     assert {p["prompt_id"] for p in sent} == {r.prompt_id for r in results}
@@ -125,12 +120,14 @@ async def test_job_goes_to_the_least_busy_server() -> None:
     assert chosen.base_url == boxes.url(1)
 
 
-async def test_server_dying_mid_job_is_taken_out_and_the_job_redispatched() -> None:
+async def test_server_dying_mid_job_is_taken_out_and_the_job_redispatched(
+    sandbox_prompts: Any,
+) -> None:
     with sandboxes(2, render_ms=1500) as boxes:
         async with pool_of([boxes.url(0), boxes.url(1)], health_interval_s=30) as pool:
             job = asyncio.create_task(pool.render(workflow("the keep")))
             async with asyncio.timeout(10):
-                while not (busy := [i for i in (0, 1) if await prompts(boxes.url(i))]):
+                while not (busy := [i for i in (0, 1) if await sandbox_prompts(boxes.url(i))]):
                     await asyncio.sleep(0.05)
             dead = busy[0]
             boxes.stop(dead)  # kill the server that has our prompt
@@ -164,7 +161,7 @@ async def test_no_live_server_is_a_transient_failure() -> None:
     assert caught.value.transient
 
 
-async def test_cancelled_render_is_interrupted_on_the_server() -> None:
+async def test_cancelled_render_is_interrupted_on_the_server(sandbox_prompts: Any) -> None:
     with sandboxes(1, render_ms=100) as boxes:
         async with httpx.AsyncClient(base_url=boxes.url(0)) as http:
             (await http.put("/_sandbox/faults", json={"hang_next": 1})).raise_for_status()
@@ -176,7 +173,7 @@ async def test_cancelled_render_is_interrupted_on_the_server() -> None:
                 job.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await job
-            prompt_id = (await prompts(boxes.url(0)))[0]["prompt_id"]
+            prompt_id = (await sandbox_prompts(boxes.url(0)))[0]["prompt_id"]
             async with asyncio.timeout(5):
                 while not (history := (await http.get(f"/history/{prompt_id}")).json()):
                     await asyncio.sleep(0.05)

@@ -7,32 +7,19 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import nats
 import pytest
-from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from taleforge.contracts import STREAM_NAME, ImageCompleted, ImageRequested, publish_headers
-from taleforge.persistence.adapters.event_log import ensure_stream
 from taleforge.sandboxes.comfyui import ComfyUISandboxConfig
 from taleforge.sandboxes.comfyui import create_app as create_sandbox
 from taleforge.sandboxes.serving import serve_in_thread
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[tuple[Client, JetStreamContext]]:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_stream(js)
-    yield nc, js
-    await nc.close()
 
 
 def start_illustrator(nats_url: str, comfyui_url: str) -> subprocess.Popen[bytes]:
@@ -78,23 +65,14 @@ async def completed_in_stream(js: JetStreamContext, request: ImageRequested) -> 
 
 
 async def test_killed_illustrator_leaves_its_job_to_another_exactly_once(
-    bus: tuple[Client, JetStreamContext], nats_url: str
+    harness: Any, nats_url: str
 ) -> None:
-    nc, js = bus
+    nc, js = harness.nc, harness.js
     with serve_in_thread(create_sandbox(ComfyUISandboxConfig(render_ms=2000))) as comfyui_url:
         procs = [start_illustrator(nats_url, comfyui_url) for _ in range(2)]
         try:
             await wait_for_workers(js, 2)
-            turn_id = uuid.uuid4()
-            request = ImageRequested(
-                session_id=uuid.uuid4(),
-                user_id=uuid.uuid4(),
-                turn_id=turn_id,
-                image_id=uuid.uuid5(turn_id, "image:scene"),
-                prompt="the ferryman at dusk",
-                width=128,
-                height=128,
-            )
+            request = harness.request(prompt="the ferryman at dusk", width=128, height=128)
             sub = await nc.subscribe(f"story.events.{request.session_id}.image.completed")
             await js.publish(
                 request.subject(), request.to_bytes(), headers=publish_headers(request)

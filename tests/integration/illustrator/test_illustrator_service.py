@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from nats.aio.client import Client
-from nats.js import JetStreamContext
 from PIL import Image
 
 from taleforge.contracts import (
@@ -25,12 +21,7 @@ from taleforge.contracts import (
     ImageFailed,
     ImageRequested,
     live_subject,
-    parse_event,
-    publish_headers,
 )
-from taleforge.illustrator.app import create_app
-from taleforge.illustrator.settings import Settings
-from taleforge.persistence.adapters.event_log import ensure_stream
 from taleforge.sandboxes.comfyui import ComfyUISandboxConfig
 from taleforge.sandboxes.comfyui import create_app as create_sandbox
 from taleforge.sandboxes.serving import serve_in_thread
@@ -38,96 +29,30 @@ from taleforge.sandboxes.serving import serve_in_thread
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def comfyui_url() -> Iterator[str]:
-    with serve_in_thread(create_sandbox(ComfyUISandboxConfig(render_ms=80))) as url:
-        yield url
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[tuple[Client, JetStreamContext]]:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_stream(js)
-    yield nc, js
-    await nc.close()
-
-
-def settings_for(nats_url: str, comfyui_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "nats_url": nats_url,
-        "comfyui_url": comfyui_url,
-        "checkpoint": "sandbox-v1.safetensors",
-        "steps": 5,
-        "ack_wait_s": 5,
-        "max_deliver": 3,
-        "retry_backoff_s": 0.1,
-        "render_timeout_s": 10,
-    }
-    return Settings(**(values | overrides))
-
-
-@contextlib.asynccontextmanager
-async def illustrator(settings: Settings) -> AsyncIterator[None]:
-    app = create_app(settings)
-    await app.start()
-    try:
-        yield
-    finally:
-        await app.stop()
-
-
-def image_request(**overrides: Any) -> ImageRequested:
-    turn_id = uuid.uuid4()
-    values: dict[str, Any] = {
-        "session_id": uuid.uuid4(),
-        "user_id": uuid.uuid4(),
-        "turn_id": turn_id,
-        "image_id": uuid.uuid5(turn_id, "image:scene"),
-        "prompt": "a ruined abbey under a red moon",
-        "width": 256,
-        "height": 192,
-    }
-    return ImageRequested(**(values | overrides))
-
-
-async def outcome(nc: Client, js: JetStreamContext, request: ImageRequested) -> Any:
-    """Publish the request and return the first image.completed / image.failed for it."""
-    sub = await nc.subscribe(f"story.events.{request.session_id}.image.*")
-    await js.publish(request.subject(), request.to_bytes(), headers=publish_headers(request))
-    try:
-        async with asyncio.timeout(20):
-            while True:
-                event = parse_event((await sub.next_msg(timeout=20)).data)
-                if isinstance(event, ImageCompleted | ImageFailed):
-                    return event
-    finally:
-        await sub.unsubscribe()
-
-
-async def sandbox_prompts(comfyui_url: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=comfyui_url) as http:
-        return (await http.get("/_sandbox/prompts")).json()
-
-
 async def set_faults(comfyui_url: str, **faults: Any) -> None:
     async with httpx.AsyncClient(base_url=comfyui_url) as http:
         (await http.put("/_sandbox/faults", json=faults)).raise_for_status()
 
 
-async def test_request_yields_one_completed_png_in_the_store(
-    bus: tuple[Client, JetStreamContext], nats_url: str, comfyui_url: str
-) -> None:
-    nc, js = bus
-    request = image_request()
+async def live_progress(nc: Client, request: ImageRequested) -> list[dict[str, Any]]:
+    """The request's live image messages, collected from now on as they arrive."""
     progress: list[dict[str, Any]] = []
 
     async def on_live(msg: Any) -> None:
         progress.append(json.loads(msg.data))
 
     await nc.subscribe(live_subject(request.session_id, request.turn_id), cb=on_live)
-    async with illustrator(settings_for(nats_url, comfyui_url)):
-        event = await outcome(nc, js, request)
+    return progress
+
+
+async def test_request_yields_one_completed_png_in_the_store(
+    harness: Any, comfyui_url: str
+) -> None:
+    nc, js = harness.nc, harness.js
+    request = harness.request()
+    progress = await live_progress(nc, request)
+    async with harness.running(harness.settings(comfyui_url)):
+        event = await harness.outcome(request)
 
     assert isinstance(event, ImageCompleted), event
     assert event.event_id == uuid.uuid5(request.image_id, "image.completed")
@@ -152,45 +77,36 @@ async def test_request_yields_one_completed_png_in_the_store(
 
 
 async def test_socket_drop_falls_back_to_history(
-    bus: tuple[Client, JetStreamContext], nats_url: str, comfyui_url: str
+    harness: Any, comfyui_url: str, sandbox_prompts: Any
 ) -> None:
-    nc, js = bus
+    nc = harness.nc
     await set_faults(comfyui_url, drop_socket_next=1, drop_after_progress=1)
-    request = image_request()
-    progress: list[dict[str, Any]] = []
-
-    async def on_live(msg: Any) -> None:
-        progress.append(json.loads(msg.data))
-
-    await nc.subscribe(live_subject(request.session_id, request.turn_id), cb=on_live)
-    async with illustrator(settings_for(nats_url, comfyui_url)):
-        event = await outcome(nc, js, request)
+    request = harness.request()
+    progress = await live_progress(nc, request)
+    async with harness.running(harness.settings(comfyui_url)):
+        event = await harness.outcome(request)
     assert isinstance(event, ImageCompleted), event
     assert progress and progress[-1]["value"] == progress[-1]["max"]  # full despite the drop
     assert len(await sandbox_prompts(comfyui_url)) == 1  # finished without a retry
 
 
 async def test_execution_error_fails_at_once(
-    bus: tuple[Client, JetStreamContext], nats_url: str, comfyui_url: str
+    harness: Any, comfyui_url: str, sandbox_prompts: Any
 ) -> None:
-    nc, js = bus
     await set_faults(comfyui_url, fail_next=1)
-    request = image_request()
-    async with illustrator(settings_for(nats_url, comfyui_url)):
-        event = await outcome(nc, js, request)
+    request = harness.request()
+    async with harness.running(harness.settings(comfyui_url)):
+        event = await harness.outcome(request)
     assert isinstance(event, ImageFailed), event
     assert event.code == "execution_error" and "out of memory" in event.reason
     assert event.event_id == uuid.uuid5(request.image_id, "image.failed")
     assert len(await sandbox_prompts(comfyui_url)) == 1  # permanent: not retried
 
 
-async def test_rejected_workflow_is_a_clear_failure(
-    bus: tuple[Client, JetStreamContext], nats_url: str, comfyui_url: str
-) -> None:
-    nc, js = bus
-    settings = settings_for(nats_url, comfyui_url, checkpoint="missing-model.safetensors")
-    async with illustrator(settings):
-        event = await outcome(nc, js, image_request())
+async def test_rejected_workflow_is_a_clear_failure(harness: Any, comfyui_url: str) -> None:
+    settings = harness.settings(comfyui_url, checkpoint="missing-model.safetensors")
+    async with harness.running(settings):
+        event = await harness.outcome(harness.request())
     assert isinstance(event, ImageFailed), event
     assert event.code == "workflow_rejected"
     assert "CheckpointLoaderSimple #4: Value not in list" in event.reason
@@ -198,12 +114,11 @@ async def test_rejected_workflow_is_a_clear_failure(
 
 
 async def test_hang_times_out_interrupts_and_fails(
-    bus: tuple[Client, JetStreamContext], nats_url: str, comfyui_url: str
+    harness: Any, comfyui_url: str, sandbox_prompts: Any
 ) -> None:
-    nc, js = bus
     await set_faults(comfyui_url, hang_next=1)
-    async with illustrator(settings_for(nats_url, comfyui_url, render_timeout_s=1)):
-        event = await outcome(nc, js, image_request())
+    async with harness.running(harness.settings(comfyui_url, render_timeout_s=1)):
+        event = await harness.outcome(harness.request())
     assert isinstance(event, ImageFailed), event
     assert event.code == "render_timeout"
     prompt_id = (await sandbox_prompts(comfyui_url))[0]["prompt_id"]
@@ -215,38 +130,35 @@ async def test_hang_times_out_interrupts_and_fails(
     assert "execution_interrupted" in events  # our interrupt reached the hung run
 
 
-async def test_unreachable_comfyui_is_retried_then_fails(
-    bus: tuple[Client, JetStreamContext], nats_url: str
-) -> None:
-    nc, js = bus
-    settings = settings_for(nats_url, "http://127.0.0.1:9", max_deliver=2)
-    async with illustrator(settings):
-        event = await outcome(nc, js, image_request())
+async def test_unreachable_comfyui_is_retried_then_fails(harness: Any) -> None:
+    settings = harness.settings("http://127.0.0.1:9", max_deliver=2)
+    async with harness.running(settings):
+        event = await harness.outcome(harness.request())
     assert isinstance(event, ImageFailed), event
     assert event.code == "max_deliveries" and "gave up after 2 attempts" in event.reason
 
 
 async def test_malformed_request_is_terminated_not_redelivered(
-    bus: tuple[Client, JetStreamContext], nats_url: str, comfyui_url: str
+    harness: Any, comfyui_url: str
 ) -> None:
-    nc, js = bus
-    request = image_request()
+    js = harness.js
+    request = harness.request()
     await js.publish(f"story.events.{request.session_id}.image.requested", b"{not an event")
-    async with illustrator(settings_for(nats_url, comfyui_url)):
-        event = await outcome(nc, js, request)
+    async with harness.running(harness.settings(comfyui_url)):
+        event = await harness.outcome(request)
         assert isinstance(event, ImageCompleted), event
     info = await js.consumer_info(STREAM_NAME, "illustrator")
     assert (info.num_ack_pending, info.num_redelivered, info.num_pending) == (0, 0, 0)
 
 
 async def test_render_longer_than_ack_wait_is_not_redelivered(
-    bus: tuple[Client, JetStreamContext], nats_url: str
+    harness: Any, sandbox_prompts: Any
 ) -> None:
-    nc, js = bus
+    js = harness.js
     slow = create_sandbox(ComfyUISandboxConfig(render_ms=1800))
     with serve_in_thread(slow) as slow_url:
-        async with illustrator(settings_for(nats_url, slow_url, ack_wait_s=0.9)):
-            event = await outcome(nc, js, image_request())
+        async with harness.running(harness.settings(slow_url, ack_wait_s=0.9)):
+            event = await harness.outcome(harness.request())
         assert isinstance(event, ImageCompleted), event
         assert len(await sandbox_prompts(slow_url)) == 1  # heartbeats kept the message ours
     info = await js.consumer_info(STREAM_NAME, "illustrator")

@@ -4,117 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
+import functools
 import json
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import nats
 import pytest
 from fastapi import FastAPI, Request, Response
-from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from taleforge.contracts import (
     ImageCompleted,
     ImageFailed,
     ImageKind,
-    ImageRequested,
     SessionStarted,
-    parse_event,
     publish_headers,
 )
 from taleforge.contracts.events import Character, ScenarioSnapshot
 from taleforge.illustrator.adapters.supabase_storage import SupabaseImageStore
-from taleforge.illustrator.app import create_app
 from taleforge.illustrator.likeness import IdentityBook, pinned_seed
-from taleforge.illustrator.settings import Settings
 from taleforge.illustrator.templates import TemplateRegistry
 from taleforge.illustrator.workflows import WorkflowError, load_template
-from taleforge.persistence.adapters.event_log import ensure_stream
-from taleforge.sandboxes.comfyui import ComfyUISandboxConfig
-from taleforge.sandboxes.comfyui import create_app as create_sandbox
 from taleforge.sandboxes.serving import serve_in_thread
 
 pytestmark = pytest.mark.integration
 
 MIRA = "a red-haired elven archer in a green cloak"
-
-
-@pytest.fixture
-def comfyui_url() -> Iterator[str]:
-    with serve_in_thread(create_sandbox(ComfyUISandboxConfig(render_ms=40))) as url:
-        yield url
-
-
-@pytest.fixture
-async def bus(nats_url: str) -> AsyncIterator[tuple[Client, JetStreamContext]]:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_stream(js)
-    yield nc, js
-    await nc.close()
-
-
-def settings_for(nats_url: str, comfyui_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "nats_url": nats_url,
-        "comfyui_url": comfyui_url,
-        "checkpoint": "sandbox-v1.safetensors",
-        "steps": 3,
-        "ack_wait_s": 5,
-        "max_deliver": 2,
-        "retry_backoff_s": 0.1,
-        "render_timeout_s": 10,
-    }
-    return Settings(**(values | overrides))
-
-
-@contextlib.asynccontextmanager
-async def illustrator(settings: Settings) -> AsyncIterator[None]:
-    app = create_app(settings)
-    await app.start()
-    try:
-        yield
-    finally:
-        await app.stop()
-
-
-def request_for(session_id: uuid.UUID, **overrides: Any) -> ImageRequested:
-    turn_id = uuid.uuid4()
-    values: dict[str, Any] = {
-        "session_id": session_id,
-        "user_id": uuid.uuid4(),
-        "turn_id": turn_id,
-        "image_id": uuid.uuid5(turn_id, "image:scene"),
-        "prompt": "standing at the city gate",
-        "width": 128,
-        "height": 96,
-    }
-    return ImageRequested(**(values | overrides))
-
-
-async def outcome(nc: Client, js: JetStreamContext, request: ImageRequested) -> Any:
-    sub = await nc.subscribe(f"story.events.{request.session_id}.image.*")
-    await js.publish(request.subject(), request.to_bytes(), headers=publish_headers(request))
-    try:
-        while True:
-            event = parse_event((await sub.next_msg(timeout=20)).data)
-            if isinstance(event, ImageCompleted | ImageFailed):
-                return event
-    finally:
-        await sub.unsubscribe()
-
-
-async def sandbox_prompts(comfyui_url: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=comfyui_url) as http:
-        return list((await http.get("/_sandbox/prompts")).json())
 
 
 async def start_session(js: JetStreamContext, session_id: uuid.UUID) -> None:
@@ -132,10 +51,10 @@ async def start_session(js: JetStreamContext, session_id: uuid.UUID) -> None:
 
 
 async def test_registered_template_is_validated_versioned_and_used(
-    bus: tuple[Client, JetStreamContext], nats_url: str, comfyui_url: str
+    harness: Any, comfyui_url: str, sandbox_prompts: Any
 ) -> None:
-    nc, js = bus
-    settings = settings_for(nats_url, comfyui_url, placeholders={"prefix": "sandbox_custom"})
+    js = harness.js
+    settings = harness.settings(comfyui_url, placeholders={"prefix": "sandbox_custom"})
     registry = await TemplateRegistry.open(js, settings.allowed_placeholders)
     assert (await registry.get("scene")).version == 0  # shipped until an operator replaces it
 
@@ -155,8 +74,8 @@ async def test_registered_template_is_validated_versioned_and_used(
     assert (await registry.register("scene", json.dumps(custom))).version == 2
     assert (await registry.get("scene", 1)).workflow["3"]["inputs"]["scheduler"] == "normal"
 
-    async with illustrator(settings):
-        event = await outcome(nc, js, request_for(uuid.uuid4()))
+    async with harness.running(settings):
+        event = await harness.outcome(harness.request())
     assert isinstance(event, ImageCompleted), event
     assert (event.template, event.template_version) == ("scene", 2)
     sent = (await sandbox_prompts(comfyui_url))[0]["body"]["prompt"]
@@ -164,9 +83,7 @@ async def test_registered_template_is_validated_versioned_and_used(
     assert sent["3"]["inputs"]["scheduler"] == "karras"
 
 
-async def test_templates_cli_registers_lists_and_refuses(
-    bus: tuple[Client, JetStreamContext], nats_url: str, tmp_path: Path
-) -> None:
+async def test_templates_cli_registers_lists_and_refuses(nats_url: str, tmp_path: Path) -> None:
     good, bad = tmp_path / "portrait.json", tmp_path / "bad.json"
     good.write_text(json.dumps(load_template("portrait")))
     bad.write_text(json.dumps({"nodes": [], "links": []}))
@@ -189,21 +106,18 @@ async def test_templates_cli_registers_lists_and_refuses(
 
 
 async def test_same_character_same_seed_and_prefix_in_every_picture(
-    bus: tuple[Client, JetStreamContext], nats_url: str, comfyui_url: str
+    harness: Any, comfyui_url: str, sandbox_prompts: Any
 ) -> None:
-    nc, js = bus
+    js = harness.js
     session_id = uuid.uuid4()
+    request = functools.partial(harness.request, session_id=session_id)
     await start_session(js, session_id)
-    settings = settings_for(nats_url, comfyui_url)
-    async with illustrator(settings):
-        portrait = await outcome(
-            nc, js, request_for(session_id, kind=ImageKind.PORTRAIT, characters=["Mira"])
-        )
-        scene = await outcome(
-            nc, js, request_for(session_id, prompt="at the well", characters=["mira"])
-        )
-    async with illustrator(settings):  # a restarted illustrator remembers her
-        later = await outcome(nc, js, request_for(session_id, prompt="asleep", characters=["Mira"]))
+    settings = harness.settings(comfyui_url)
+    async with harness.running(settings):
+        portrait = await harness.outcome(request(kind=ImageKind.PORTRAIT, characters=["Mira"]))
+        scene = await harness.outcome(request(prompt="at the well", characters=["mira"]))
+    async with harness.running(settings):  # a restarted illustrator remembers her
+        later = await harness.outcome(request(prompt="asleep", characters=["Mira"]))
     events = [portrait, scene, later]
     assert all(isinstance(e, ImageCompleted) for e in events), events
     looks = [e.characters[0] for e in events]
@@ -211,37 +125,38 @@ async def test_same_character_same_seed_and_prefix_in_every_picture(
     assert {e.seed for e in events} == {pinned_seed(session_id, "Mira")}
     assert {look.prefix for look in looks} == {f"Mira, {MIRA}"}
     assert looks[1].reference_image == portrait.object_name  # the first portrait is her reference
-    texts = [p["body"]["prompt"]["6"]["inputs"]["text"] for p in await sandbox_prompts(comfyui_url)]
+    sent = await sandbox_prompts(comfyui_url)
+    texts = [p["body"]["prompt"]["6"]["inputs"]["text"] for p in sent]
     assert all(text.startswith(f"Mira, {MIRA}, ") for text in texts)
     assert portrait.template == "portrait" and scene.template == "scene"
 
 
 async def test_reference_image_reaches_a_workflow_that_takes_one(
-    bus: tuple[Client, JetStreamContext], nats_url: str, comfyui_url: str
+    harness: Any, comfyui_url: str, sandbox_prompts: Any
 ) -> None:
-    nc, js = bus
+    js = harness.js
     session_id = uuid.uuid4()
-    settings = settings_for(nats_url, comfyui_url)
+    request = functools.partial(harness.request, session_id=session_id)
+    settings = harness.settings(comfyui_url)
     registry = await TemplateRegistry.open(js, settings.allowed_placeholders)
     with_reference = load_template("scene")
     with_reference["20"] = {"class_type": "LoadImage", "inputs": {"image": "%reference_image%"}}
     with_reference["21"] = {"class_type": "PreviewImage", "inputs": {"images": ["20", 0]}}
     await registry.register("scene", json.dumps(with_reference))
-    async with illustrator(settings):
-        refused = await outcome(nc, js, request_for(session_id, characters=["Tam"]))
-        portrait = await outcome(
-            nc, js, request_for(session_id, kind=ImageKind.PORTRAIT, characters=["Tam"])
-        )
-        scene = await outcome(nc, js, request_for(session_id, characters=["Tam"]))
+    async with harness.running(settings):
+        refused = await harness.outcome(request(characters=["Tam"]))
+        portrait = await harness.outcome(request(kind=ImageKind.PORTRAIT, characters=["Tam"]))
+        scene = await harness.outcome(request(characters=["Tam"]))
     assert isinstance(refused, ImageFailed) and "Tam has no reference image" in refused.reason
     assert isinstance(scene, ImageCompleted), scene
     assert scene.characters[0].reference_image == portrait.object_name
-    loaded = (await sandbox_prompts(comfyui_url))[-1]["body"]["prompt"]["20"]["inputs"]["image"]
+    sent = (await sandbox_prompts(comfyui_url))[-1]["body"]["prompt"]
+    loaded = sent["20"]["inputs"]["image"]
     assert loaded.startswith("taleforge_ref_")
 
 
-async def test_identity_is_created_once_whoever_asks(bus: tuple[Client, JetStreamContext]) -> None:
-    _, js = bus
+async def test_identity_is_created_once_whoever_asks(harness: Any) -> None:
+    js = harness.js
     session_id = uuid.uuid4()
     books = [await IdentityBook.open(js) for _ in range(3)]
     found = await asyncio.gather(*(b.identity_for(session_id, "Old Bren") for b in books))
@@ -292,20 +207,18 @@ def supabase_standin(key: str) -> tuple[FastAPI, dict[str, Any]]:
 
 
 async def test_supabase_storage_round_trip_through_the_service(
-    bus: tuple[Client, JetStreamContext], nats_url: str, comfyui_url: str
+    harness: Any, comfyui_url: str
 ) -> None:
-    nc, js = bus
     app, state = supabase_standin("service-key")
     with serve_in_thread(app) as supabase_url:
-        settings = settings_for(
-            nats_url,
+        settings = harness.settings(
             comfyui_url,
             storage="supabase",
             supabase_url=supabase_url,
             supabase_service_key="service-key",
         )
-        async with illustrator(settings):
-            event = await outcome(nc, js, request_for(uuid.uuid4()))
+        async with harness.running(settings):
+            event = await harness.outcome(harness.request(width=128, height=96))
         assert isinstance(event, ImageCompleted), event
         data, headers, meta = state["objects"][(event.bucket, event.object_name)]
         assert meta == {"sha256": event.sha256, "width": 128, "height": 96}
