@@ -280,11 +280,12 @@ async def test_each_service_starts_as_compose_runs_it_and_turns_healthy(
 
     command = service.get("command") or json.loads(final.all("CMD")[0].args)
     command = [local(resolve(str(word), env_example.active)) for word in command]
-    checks = [_check_argv(final.all("HEALTHCHECK")[0].args)]
+    image_check = _check_argv(local(final.all("HEALTHCHECK")[0].args))
+    checks = [image_check]
     if "healthcheck" in service:
         checks = [_check_argv([local(str(w)) for w in service["healthcheck"]["test"]])]
     if name == "api":  # the image's liveness check and compose's readiness check
-        checks.insert(0, _check_argv(final.all("HEALTHCHECK")[0].args))
+        checks.insert(0, image_check)
 
     svc = container(built(image))
     svc.start(command, env)
