@@ -95,6 +95,16 @@ async def pool_of(urls: list[str], **kwargs: Any) -> AsyncIterator[BackendPool]:
         await pool.aclose()
 
 
+async def start_hung_render(http: httpx.AsyncClient, pool: BackendPool) -> asyncio.Task[Any]:
+    """A render the sandbox stalls on at its KSampler, returned once it runs there."""
+    (await http.put("/_sandbox/faults", json={"hang_next": 1})).raise_for_status()
+    job = asyncio.create_task(pool.render(workflow()))
+    async with asyncio.timeout(10):
+        while not (await http.get("/queue")).json()["queue_running"]:
+            await asyncio.sleep(0.05)
+    return job
+
+
 async def test_one_socket_per_server_carries_all_our_prompts(sandbox_prompts: Any) -> None:
     with sandboxes(1, render_ms=60) as boxes:
         async with pool_of([boxes.url(0)]) as pool:
@@ -164,12 +174,8 @@ async def test_no_live_server_is_a_transient_failure() -> None:
 async def test_cancelled_render_is_interrupted_on_the_server(sandbox_prompts: Any) -> None:
     with sandboxes(1, render_ms=100) as boxes:
         async with httpx.AsyncClient(base_url=boxes.url(0)) as http:
-            (await http.put("/_sandbox/faults", json={"hang_next": 1})).raise_for_status()
             async with pool_of([boxes.url(0)]) as pool:
-                job = asyncio.create_task(pool.render(workflow()))
-                async with asyncio.timeout(10):
-                    while not (await http.get("/queue")).json()["queue_running"]:
-                        await asyncio.sleep(0.05)
+                job = await start_hung_render(http, pool)
                 job.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await job
@@ -203,12 +209,8 @@ async def test_reference_image_is_uploaded_and_loaded() -> None:
 async def test_interrupt_by_someone_else_is_transient() -> None:
     with sandboxes(1, render_ms=100) as boxes:
         async with httpx.AsyncClient(base_url=boxes.url(0)) as http:
-            (await http.put("/_sandbox/faults", json={"hang_next": 1})).raise_for_status()
             async with pool_of([boxes.url(0)]) as pool:
-                job = asyncio.create_task(pool.render(workflow()))
-                async with asyncio.timeout(10):
-                    while not (await http.get("/queue")).json()["queue_running"]:
-                        await asyncio.sleep(0.05)
+                job = await start_hung_render(http, pool)
                 await http.post("/interrupt", json={})
                 with pytest.raises(ExecutionInterrupted) as caught:
                     await job
