@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import httpx
 import nats
 from nats.js import JetStreamContext
 
-from taleforge.cli.embedded import EmbeddedNats
+from taleforge.cli.embedded import EmbeddedNats, free_port
 from taleforge.contracts import STREAM_NAME, ImageCompleted, ImageRequested, publish_headers
 from taleforge.persistence.adapters.event_log import ensure_stream
 
@@ -39,12 +38,6 @@ OVERHEAD_RENDER_MS = 300
 IMAGES_PER_BACKEND = 8
 OVERHEAD_IMAGES = 30
 SIZE = 128
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -93,7 +86,7 @@ async def _stack(
             await ensure_stream(js)
             urls = []
             for _ in range(backends):
-                port = _free_port()
+                port = free_port()
                 procs.append(
                     _spawn(
                         [

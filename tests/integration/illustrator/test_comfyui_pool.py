@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from taleforge.cli.embedded import free_port
 from taleforge.illustrator.adapters.comfyui import ComfyUIBackend, ExecutionInterrupted
 from taleforge.illustrator.adapters.comfyui_pool import BackendPool
 from taleforge.illustrator.workflows import fill_template, load_template
@@ -35,12 +35,6 @@ def workflow(prompt: str = "a lighthouse", seed: int = 1) -> dict[str, Any]:
         "model": "sandbox-v1.safetensors",
     }
     return fill_template(load_template("scene"), values)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Sandboxes:
