@@ -34,9 +34,16 @@ def test_fill_keeps_numbers_numbers_and_text_verbatim() -> None:
     assert template["3"]["inputs"]["seed"] == "%seed%"  # the template is not mutated
 
 
-def test_unknown_placeholder_in_template_is_rejected() -> None:
-    template = {"1": {"class_type": "X", "inputs": {"a": "%colour%"}}}
-    with pytest.raises(WorkflowError, match="unknown placeholder %colour%"):
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("%colour%", "unknown placeholder %colour%"),
+        ("size %width%px", "must be the whole value"),  # a placeholder inside a string
+    ],
+)
+def test_template_value_that_cannot_be_filled_is_refused(value: str, message: str) -> None:
+    template = {"1": {"class_type": "X", "inputs": {"a": value}}}
+    with pytest.raises(WorkflowError, match=message):
         fill_template(template, VALUES)
 
 
@@ -46,12 +53,6 @@ def test_unknown_value_and_missing_value_are_rejected() -> None:
     missing = {k: v for k, v in VALUES.items() if k != "seed"}
     with pytest.raises(WorkflowError, match="no value for placeholder %seed%"):
         fill_template(load_template(), missing)
-
-
-def test_placeholder_inside_a_string_is_refused() -> None:
-    template = {"1": {"class_type": "X", "inputs": {"a": "size %width%px"}}}
-    with pytest.raises(WorkflowError, match="must be the whole value"):
-        fill_template(template, VALUES)
 
 
 def test_missing_template_is_a_clear_error() -> None:
