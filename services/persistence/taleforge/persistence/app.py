@@ -13,9 +13,7 @@ from taleforge.persistence.settings import Settings
 
 
 def create_app(settings: Settings, *, repository: Repository | None = None) -> FastStream:
-    repo = repository or Repository(
-        create_engine(settings.database_url, pool_size=settings.persistence_db_pool_size)
-    )
+    repo = repository or Repository(create_engine(settings.database_url))
     policy = RetryPolicy(
         base_s=settings.persistence_retry_base_s,
         max_s=settings.persistence_retry_max_s,

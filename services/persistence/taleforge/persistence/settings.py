@@ -28,7 +28,6 @@ class Settings(BaseSettings):
     # Events fetched and applied per transaction (1: one transaction per event). Also the
     # consumer's max_ack_pending, so nothing newer is delivered while a batch is retried.
     persistence_batch_size: int = Field(100, ge=1, le=1000)
-    persistence_db_pool_size: int = 2
     persistence_graceful_timeout_s: float = 30.0
     persistence_log_level: str = "INFO"
     # How long start-up waits for NATS and Postgres to answer before giving up.

@@ -35,9 +35,10 @@ _RECORD_EVENTS = text(
 )
 
 
-def create_engine(database_url: str, *, pool_size: int = 2) -> AsyncEngine:
+def create_engine(database_url: str) -> AsyncEngine:
+    # One connection at a time is all the consumer uses (batches apply in order).
     # pool_pre_ping: a connection Postgres dropped is replaced instead of failing an event.
-    return create_async_engine(database_url, pool_size=pool_size, pool_pre_ping=True)
+    return create_async_engine(database_url, pool_size=1, pool_pre_ping=True)
 
 
 # SQLSTATE classes that pass on their own: 08 connection exception, 53 insufficient resources
