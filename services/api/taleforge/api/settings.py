@@ -5,8 +5,6 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from taleforge.contracts import IMAGE_BUCKET
-
 # The CLI mints development tokens with this secret; production sets JWT_SECRET.
 DEV_JWT_SECRET = "taleforge-dev-secret-not-for-production-0123456789"
 
@@ -37,7 +35,6 @@ class Settings(BaseSettings):
     session_poll_interval_s: float = Field(
         0.02, gt=0, validation_alias=_env("API_SESSION_POLL_INTERVAL_S")
     )
-    image_bucket: str = Field(IMAGE_BUCKET, validation_alias=_env("IMAGE_BUCKET"))
     image_max_age_s: int = Field(86400, ge=0, validation_alias=_env("API_IMAGE_MAX_AGE_S"))
     publish_timeout_s: float = Field(5.0, gt=0, validation_alias=_env("API_PUBLISH_TIMEOUT_S"))
     nats_connect_timeout_s: float = Field(

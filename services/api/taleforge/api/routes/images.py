@@ -49,7 +49,7 @@ async def read_image(
         if if_none_match and _matches(if_none_match, headers["ETag"]):
             return Response(status_code=304, headers=headers)
     try:
-        data = await bus.read_object(row.bucket or settings.image_bucket, row.object_name)
+        data = await bus.read_object(row.bucket, row.object_name)
     except ObjectMissing as exc:
         raise HTTPException(404, f"the bytes of image {image_id} are missing") from exc
     return Response(
