@@ -22,6 +22,8 @@ import pytest
 
 from taleforge.cli.embedded import EmbeddedNats, EmbeddedPostgres
 
+from .support import asyncpg_dsn
+
 
 def docker_answers() -> bool:
     if os.environ.get("TEST_NO_DOCKER") or not shutil.which("docker"):
@@ -32,9 +34,7 @@ def docker_answers() -> bool:
         return False
 
 
-def asyncpg_dsn(url: str) -> str:
-    """asyncpg takes the plain `postgresql://` form of our SQLAlchemy URLs."""
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+NewDatabase = Callable[[], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,6 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
         server.stop()
 
 
-@pytest.fixture
-def connect_db() -> Callable[[str], Awaitable[asyncpg.Connection]]:
-    """Open a raw asyncpg connection to one of our (SQLAlchemy-style) database URLs."""
-    return lambda url: asyncpg.connect(asyncpg_dsn(url))
-
-
 async def _admin_execute(admin_url: str, sql: str) -> None:
     conn = await asyncpg.connect(asyncpg_dsn(admin_url))
     try:
@@ -82,16 +76,27 @@ async def _admin_execute(admin_url: str, sql: str) -> None:
 
 
 @pytest.fixture
-async def database_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
-    """A fresh, empty database (SQLAlchemy asyncpg URL), dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    await _admin_execute(postgres_server.admin_url, f'CREATE DATABASE "{name}"')
-    try:
-        yield postgres_server.url(name)
-    finally:
+async def new_database(postgres_server: PostgresServer) -> AsyncIterator[NewDatabase]:
+    """Make fresh, empty databases on demand; every one is dropped after the test."""
+    made: list[str] = []
+
+    async def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        await _admin_execute(postgres_server.admin_url, f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return postgres_server.url(name)
+
+    yield make
+    for name in made:
         await _admin_execute(
             postgres_server.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
         )
+
+
+@pytest.fixture
+async def database_url(new_database: NewDatabase) -> str:
+    """A fresh, empty database (SQLAlchemy asyncpg URL), dropped after the test."""
+    return await new_database()
 
 
 @pytest.fixture

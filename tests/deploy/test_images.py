@@ -14,7 +14,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import nats
 import pytest
 
+from taleforge.cli.embedded import free_port
 from taleforge.persistence.adapters.event_log import ensure_stream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,12 +145,6 @@ def test_each_image_installs_alone_and_imports_all_its_modules(
 # --- starting each one as compose does ----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Container:
     """One service process from a built image's venv, with its log kept for failures."""
 
@@ -246,7 +240,7 @@ async def test_each_service_starts_as_compose_runs_it_and_turns_healthy(
     image = STARTED[name]
     service = compose["services"][name]
     final = dockerfiles[image][-1]
-    port = _free_port()
+    port = free_port()
 
     def local(text: str) -> str:
         # Compose's host names are this machine's servers; fixed ports are free ones here.

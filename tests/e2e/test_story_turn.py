@@ -10,7 +10,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -24,6 +23,8 @@ from taleforge.cli.tokens import mint_token
 from taleforge.contracts import STREAM_NAME, TurnRequested, parse_event
 from taleforge.narrator.prompting import build_prompt
 from taleforge.sandboxes.openai import deterministic_reply
+
+from ..support import asyncpg_dsn
 
 pytestmark = pytest.mark.e2e
 
@@ -67,9 +68,7 @@ async def read_stream(nats_url: str) -> list[Any]:
         await nc.close()
 
 
-async def test_two_turns_through_every_service(
-    stack: DevStack, connect_db: Callable[[str], Awaitable[asyncpg.Connection]]
-) -> None:
+async def test_two_turns_through_every_service(stack: DevStack) -> None:
     player = uuid.uuid4()
     async with httpx.AsyncClient(base_url=stack.api_url, headers=auth(player), timeout=30) as http:
         created = await http.post("/api/sessions", json={})
@@ -120,7 +119,7 @@ async def test_two_turns_through_every_service(
         assert text in json.dumps(call["body"]), "the player's input reached the model"
 
     # The database holds exactly the two turns, as narrated.
-    conn = await connect_db(stack.database_url)
+    conn = await asyncpg.connect(asyncpg_dsn(stack.database_url))
     try:
         rows = await conn.fetch(
             "SELECT seq, status, narration FROM turns WHERE session_id = $1 ORDER BY seq",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import asyncpg
 import nats
 import pytest
+
+from ..support import asyncpg_dsn
 
 pytestmark = pytest.mark.integration
 
@@ -20,10 +20,8 @@ async def test_nats_has_jetstream(nats_url: str) -> None:
         await nc.close()
 
 
-async def test_database_is_fresh_postgres(
-    database_url: str, connect_db: Callable[[str], Awaitable[asyncpg.Connection]]
-) -> None:
-    conn = await connect_db(database_url)
+async def test_database_is_fresh_postgres(database_url: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         version = await conn.fetchval("SHOW server_version_num")
         tables = await conn.fetchval(

@@ -14,6 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ...support import asyncpg_dsn
+
 pytestmark = pytest.mark.integration
 
 FILL = """
@@ -85,7 +87,7 @@ def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def test_the_api_queries_use_their_indexes(migrated_database_url: str) -> None:
-    conn = await asyncpg.connect(migrated_database_url.replace("+asyncpg", ""))
+    conn = await asyncpg.connect(asyncpg_dsn(migrated_database_url))
     try:
         await conn.execute(FILL)
         session_id = await conn.fetchval(

@@ -11,6 +11,8 @@ from taleforge.contracts import NarrationCompleted, TokenUsage
 from taleforge.persistence.adapters.repository import Repository, create_engine
 from taleforge.persistence.migrations import downgrade, upgrade_to_head, upgrade_to_head_async
 
+from ...support import asyncpg_dsn
+
 pytestmark = pytest.mark.integration
 
 TABLES = {
@@ -26,7 +28,7 @@ TABLES = {
 
 
 async def _tables(url: str) -> set[str]:
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         rows = await conn.fetch(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
@@ -72,7 +74,7 @@ async def test_models_match_the_migrations(migrated_database_url: str) -> None:
 
 
 async def _fetch(url: str, sql: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         return list(await conn.fetch(sql))
     finally:

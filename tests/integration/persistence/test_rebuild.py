@@ -4,7 +4,7 @@ replay the stream into database B, and the two are equal row for row."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -29,6 +29,7 @@ from taleforge.persistence.app import create_app
 from taleforge.persistence.rebuild import rebuild
 from taleforge.persistence.settings import Settings
 
+from ...support import asyncpg_dsn
 from .conftest import Story
 from .test_service import wait_for
 
@@ -48,20 +49,9 @@ TABLES = {
 }
 
 
-def asyncpg_url(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
-
-
 @pytest.fixture
-async def second_database_url(postgres_server: Any) -> AsyncIterator[str]:
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(asyncpg_url(postgres_server.admin_url))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield postgres_server.url(name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+async def second_database_url(new_database: Callable[[], Awaitable[str]]) -> str:
+    return await new_database()
 
 
 def play(story: Story, turns: int, *, fail_last: bool = False) -> list[Envelope]:
@@ -105,7 +95,7 @@ def play(story: Story, turns: int, *, fail_last: bool = False) -> list[Envelope]
 
 
 async def snapshot(url: str) -> dict[str, list[dict[str, Any]]]:
-    conn = await asyncpg.connect(asyncpg_url(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         tables = {}
         for table, order in TABLES.items():
@@ -145,7 +135,7 @@ async def test_a_rebuild_equals_the_live_projection_row_for_row(
             published = len(events) + 3
 
             async def settled() -> bool:
-                conn = await asyncpg.connect(asyncpg_url(database_url))
+                conn = await asyncpg.connect(asyncpg_dsn(database_url))
                 try:
                     done = await conn.fetchval(
                         "SELECT (SELECT count(*) FROM processed_events)"
