@@ -187,7 +187,8 @@ async def test_auth_failure_and_missing_key(sandbox: str) -> None:
 
 async def test_stall_is_detected_by_client_timeout(sandbox: str) -> None:
     set_faults(sandbox, stall_after_deltas=3)
-    api = client(sandbox, max_retries=0, timeout=httpx.Timeout(0.5, connect=2.0))
+    # The read timeout must outlast a busy machine's first bytes, yet end well inside 5 s.
+    api = client(sandbox, max_retries=0, timeout=httpx.Timeout(2.0, connect=2.0))
     deltas = []
     started = time.monotonic()
     with pytest.raises(openai.APITimeoutError):
