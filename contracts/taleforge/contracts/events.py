@@ -216,6 +216,117 @@ class ImageFailed(Envelope):
     reason: str
 
 
+# Sessions, saves, scenarios and settings are events too, so a replay rebuilds all of it.
+
+
+class SessionRenamed(Envelope):
+    """The player gave the session a new title."""
+
+    TYPE = "session.renamed"
+    type: Literal["session.renamed"] = "session.renamed"
+    schema_version: Literal[1] = 1
+    title: str = Field(min_length=1, max_length=200)
+
+
+class SessionDeleted(Envelope):
+    """The player deleted the session: it, its turns, images and saves leave the read model,
+    and later events about it are ignored."""
+
+    TYPE = "session.deleted"
+    type: Literal["session.deleted"] = "session.deleted"
+    schema_version: Literal[1] = 1
+
+
+class SaveCreated(Envelope):
+    """The player saved the story as it stands at `turn_id` (None: before the first turn)."""
+
+    TYPE = "save.created"
+    type: Literal["save.created"] = "save.created"
+    schema_version: Literal[1] = 1
+    save_id: UUID
+    title: str = Field(min_length=1, max_length=200)
+
+
+class SaveDeleted(Envelope):
+    TYPE = "save.deleted"
+    type: Literal["save.deleted"] = "save.deleted"
+    schema_version: Literal[1] = 1
+    save_id: UUID
+
+
+class SessionRestored(Envelope):
+    """The player loaded a save: the story line is again the one ending at the save's turn
+    `turn_id` (None: the opening); turns after it are no longer part of the story and the
+    next turn continues from there."""
+
+    TYPE = "session.restored"
+    type: Literal["session.restored"] = "session.restored"
+    schema_version: Literal[1] = 1
+    save_id: UUID
+
+
+# The nil UUID: admin events belong to no session. Their subject is story.events.admin.<type>.
+NO_SESSION = UUID(int=0)
+SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$"
+
+
+class AdminEvent(Envelope):
+    """An operator's change (catalogue, settings, dead letters); `user_id` is the admin."""
+
+    session_id: UUID = Field(default=NO_SESSION, description="Always the nil UUID.")
+
+    def subject(self) -> str:
+        from taleforge.contracts.subjects import admin_subject
+
+        subject: str = admin_subject(self.type)
+        return subject
+
+
+class ScenarioUpserted(AdminEvent):
+    """A scenario was created or replaced (the whole scenario, so replay needs no other)."""
+
+    TYPE = "scenario.upserted"
+    type: Literal["scenario.upserted"] = "scenario.upserted"
+    schema_version: Literal[1] = 1
+    scenario_id: str = Field(pattern=SLUG_PATTERN, description="The slug sessions name it by.")
+    title: str = Field(min_length=1, max_length=200)
+    summary: str = Field(default="", max_length=2000)
+    opening: str = Field(default="", max_length=20_000)
+    scenario: ScenarioSnapshot = Field(default_factory=ScenarioSnapshot)
+    published: bool = True
+
+
+class ScenarioDeleted(AdminEvent):
+    TYPE = "scenario.deleted"
+    type: Literal["scenario.deleted"] = "scenario.deleted"
+    schema_version: Literal[1] = 1
+    scenario_id: str = Field(pattern=SLUG_PATTERN)
+
+
+class SettingsChanged(AdminEvent):
+    """Live settings of a service were changed (already in effect when this is published)."""
+
+    TYPE = "settings.changed"
+    type: Literal["settings.changed"] = "settings.changed"
+    schema_version: Literal[1] = 1
+    service: Literal["narrator", "illustrator"]
+    changes: dict[str, str | None] = Field(
+        description="Key -> new value as stored in the service's KV bucket; None: removed "
+        "(back to the default)."
+    )
+    revision: int | None = Field(default=None, ge=0, description="KV revision after the change.")
+
+
+class DeadLetterRetried(AdminEvent):
+    """An operator re-published a dead-lettered stream message for another try."""
+
+    TYPE = "dead_letter.retried"
+    type: Literal["dead_letter.retried"] = "dead_letter.retried"
+    schema_version: Literal[1] = 1
+    stream_seq: int = Field(ge=1, description="The dead letter's stream sequence.")
+    retried_as_seq: int = Field(ge=1, description="Stream sequence of the re-published copy.")
+
+
 class NarrationDelta(Envelope):
     """A piece of narration as the model writes it (live channel only, not kept)."""
 
@@ -236,6 +347,15 @@ STREAM_EVENTS: tuple[type[Envelope], ...] = (
     ImageRequested,
     ImageCompleted,
     ImageFailed,
+    SessionRenamed,
+    SessionDeleted,
+    SaveCreated,
+    SaveDeleted,
+    SessionRestored,
+    ScenarioUpserted,
+    ScenarioDeleted,
+    SettingsChanged,
+    DeadLetterRetried,
 )
 LIVE_EVENTS: tuple[type[Envelope], ...] = (NarrationDelta,)
 ALL_EVENTS: tuple[type[Envelope], ...] = STREAM_EVENTS + LIVE_EVENTS
@@ -248,7 +368,16 @@ StoryEvent = Annotated[
     | TurnFailed
     | ImageRequested
     | ImageCompleted
-    | ImageFailed,
+    | ImageFailed
+    | SessionRenamed
+    | SessionDeleted
+    | SaveCreated
+    | SaveDeleted
+    | SessionRestored
+    | ScenarioUpserted
+    | ScenarioDeleted
+    | SettingsChanged
+    | DeadLetterRetried,
     Field(discriminator="type"),
 ]
 LiveEvent = NarrationDelta

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 STREAM_NAME = "STORY"
 EVENTS_PREFIX = "story.events"
 STREAM_SUBJECTS = (f"{EVENTS_PREFIX}.>",)
+# The session token of admin events (scenarios, settings, dead letters): not a session id.
+ADMIN_TOKEN = "admin"
 LIVE_PREFIX = "story.live"
 IMAGE_BUCKET = "taleforge-images"
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -43,6 +45,15 @@ def events_filter(session_id: UUID | str | None = None, event_type: str | None =
     if event_type is None:
         return f"{EVENTS_PREFIX}.{session}.>"
     return f"{EVENTS_PREFIX}.{session}.{event_type}"
+
+
+def admin_subject(event_type: str) -> str:
+    """Subject of an admin event, e.g. story.events.admin.scenario.upserted."""
+    return event_subject(ADMIN_TOKEN, event_type)
+
+
+def admin_filter() -> str:
+    return f"{EVENTS_PREFIX}.{ADMIN_TOKEN}.>"
 
 
 def live_subject(session_id: UUID | str, turn_id: UUID | str) -> str:
