@@ -84,6 +84,32 @@ class NarrationSettings(BaseModel):
     image_policy: ImagePolicy | None = None
 
 
+class PromptRecord(BaseModel):
+    """What a narration's prompt was built from, so it can be rebuilt byte-for-byte.
+
+    Not a copy of the prompt (that would grow the log by the whole context every turn):
+    the scenario comes from `SessionStarted`, the summary from the last `MemoryFolded`, the
+    recent turns from their `TurnRequested` and `NarrationCompleted`. `sha256` proves a
+    rebuild equal to what was sent.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: str = Field(description="The narrator's prompt format version, e.g. v2.")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="Of the prompt as canonical JSON: {instructions, messages}, UTF-8.",
+    )
+    summarized_through: NonNegativeInt = Field(
+        default=0, description="The summary in the prompt covered turns 1..N (0: no summary)."
+    )
+    opening: bool = Field(default=False, description="The scenario's opening was in the history.")
+    turn_ids: list[UUID] = Field(
+        default_factory=list, description="The recent turns in the history, oldest first."
+    )
+    tokens: NonNegativeInt | None = Field(default=None, description="Estimated prompt tokens.")
+
+
 class TokenUsage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -147,6 +173,9 @@ class NarrationCompleted(Envelope):
         default=None, ge=0, description="From the narrator's price table; None if unpriced."
     )
     settings: NarrationSettings | None = None
+    prompt: PromptRecord | None = Field(
+        default=None, description="How to rebuild the exact prompt (taleforge show-prompt)."
+    )
 
 
 class TurnFailed(Envelope):
@@ -158,6 +187,22 @@ class TurnFailed(Envelope):
     turn_id: UUID
     code: str = Field(description="Machine-readable cause, e.g. provider_auth, max_deliveries.")
     reason: str
+
+
+class MemoryFolded(Envelope):
+    """The narrator folded the oldest recent turns into the rolling summary, to make room
+    for the prompt of `turn_id`. Later prompts use `summary` until the next fold."""
+
+    TYPE = "memory.folded"
+    type: Literal["memory.folded"] = "memory.folded"
+    schema_version: Literal[1] = 1
+    turn_id: UUID
+    summary: str
+    summarized_through: NonNegativeInt = Field(description="The summary covers turns 1..N.")
+    folded_turns: NonNegativeInt = Field(description="Recent turns that went into it now.")
+    model: str
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    cost_usd: float | None = Field(default=None, ge=0)
 
 
 class ImageRequested(Envelope):
@@ -344,6 +389,7 @@ STREAM_EVENTS: tuple[type[Envelope], ...] = (
     NarrationStarted,
     NarrationCompleted,
     TurnFailed,
+    MemoryFolded,
     ImageRequested,
     ImageCompleted,
     ImageFailed,
@@ -366,6 +412,7 @@ StoryEvent = Annotated[
     | NarrationStarted
     | NarrationCompleted
     | TurnFailed
+    | MemoryFolded
     | ImageRequested
     | ImageCompleted
     | ImageFailed
