@@ -18,7 +18,7 @@ from taleforge.sandboxes.openai.generation import (
     injected,
     paced,
 )
-from taleforge.sandboxes.openai.prompt import all_text
+from taleforge.sandboxes.openai.prompt import all_text, last_user_text
 from taleforge.sandboxes.openai.state import SandboxState
 from taleforge.sandboxes.openai.wire import chat_chunk, chat_completion, new_id, sse
 
@@ -32,6 +32,7 @@ async def _chunks(
     gen: Generation,
     fault: FaultConfig,
     delay_ms: float,
+    first_delay_ms: float,
     entry: dict[str, Any],
 ) -> AsyncIterator[bytes]:
     completion_id, created = new_id("chatcmpl"), int(time.time())
@@ -50,7 +51,7 @@ async def _chunks(
 
     yield chunk({"role": "assistant", "content": "", "refusal": None})
     index = 0
-    async for token in paced(gen.tokens, fault, delay_ms):
+    async for token in paced(gen.tokens, fault, delay_ms, first_delay_ms):
         broken = injected(fault, index)
         if broken == "error":
             yield sse(None, error_payload(fault, index))
@@ -78,10 +79,10 @@ async def create_chat_completion(request: Request) -> Response:
     state: SandboxState = request.app.state.sandbox
     body = await request.json()
     entry = state.record("POST", "/v1/chat/completions", body)
-    failure = state.call_fault(request.headers.get("authorization"))
+    messages = body.get("messages") or []
+    failure = state.call_fault(request.headers.get("authorization"), last_user_text(messages))
     if failure is not None:
         return failure
-    messages = body.get("messages") or []
     system = [m for m in messages if isinstance(m, dict) and m.get("role") in _SYSTEM_ROLES]
     others = [m for m in messages if m not in system]
     gen = generate(
@@ -92,7 +93,9 @@ async def create_chat_completion(request: Request) -> Response:
         tools=body.get("tools"),
     )
     if body.get("stream"):
-        chunks = _chunks(body, gen, state.stream_fault(), state.config.token_delay_ms, entry)
+        cfg = state.config
+        fault = state.stream_fault()
+        chunks = _chunks(body, gen, fault, cfg.token_delay_ms, cfg.first_token_delay_ms, entry)
         return StreamingResponse(chunks, media_type="text/event-stream")
     completion = chat_completion(
         body, completion_id=new_id("chatcmpl"), text=gen.text, usage=gen.usage

@@ -17,6 +17,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100, help="0 picks a free port")
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--first-token-delay-ms", type=float, default=0.0, help="extra pause before the first"
+    )
     parser.add_argument("--require-api-key", action="store_true")
     faults = parser.add_argument_group("faults (also settable with PUT /_sandbox/faults)")
     faults.add_argument("--rate-limit-first-n", type=int, default=0)
@@ -32,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     faults.add_argument("--error-event-shape", choices=["nested", "flat"], default="nested")
     faults.add_argument("--error-event-code", default="server_error")
     faults.add_argument("--malformed-after-deltas", type=int)
+    faults.add_argument("--reject-phrase", help="answer 400 to inputs containing this phrase")
     faults.add_argument("--stream-fault-calls", type=int, help="omit to apply to every stream")
     return parser
 
@@ -52,10 +56,12 @@ def config_from_args(argv: list[str] | None = None) -> tuple[OpenAISandboxConfig
         error_event_shape=args.error_event_shape,
         error_event_code=args.error_event_code,
         malformed_after_deltas=args.malformed_after_deltas,
+        reject_phrase=args.reject_phrase,
         stream_fault_calls=args.stream_fault_calls,
     )
     config = OpenAISandboxConfig(
         token_delay_ms=args.token_delay_ms,
+        first_token_delay_ms=args.first_token_delay_ms,
         require_api_key=args.require_api_key,
         faults=faults,
     )

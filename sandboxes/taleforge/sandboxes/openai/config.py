@@ -59,6 +59,11 @@ class FaultConfig(BaseModel):
         description="When a request offers function tools, whether the reply also calls the "
         "first one: always, never, or auto (decided by the prompt's hash, see `wants_picture`).",
     )
+    reject_phrase: str | None = Field(
+        default=None,
+        description="Answer 400 invalid_request_error to every call whose last user message "
+        "contains this phrase: a permanent failure tied to one input, however often retried.",
+    )
     stream_fault_calls: NonNegativeInt | None = Field(
         default=None,
         description="How many streamed calls the stream faults apply to; None means all of them.",
@@ -69,6 +74,9 @@ class OpenAISandboxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     token_delay_ms: NonNegativeFloat = Field(default=0, description="Pause before each delta.")
+    first_token_delay_ms: NonNegativeFloat = Field(
+        default=0, description="Extra pause before a stream's first delta (time to first token)."
+    )
     require_api_key: bool = Field(
         default=False, description="Answer 401 when the request has no bearer token."
     )

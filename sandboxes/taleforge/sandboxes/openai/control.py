@@ -38,6 +38,12 @@ async def delete_requests(request: Request) -> None:
     _state(request).requests.clear()
 
 
+@router.get("/_sandbox/stats")
+async def read_stats(request: Request) -> dict[str, int]:
+    """Requests recorded, and model calls and streams counted since the faults were last set."""
+    return _state(request).stats()
+
+
 @router.get("/_sandbox/faults")
 async def read_faults(request: Request) -> FaultConfig:
     return _state(request).faults

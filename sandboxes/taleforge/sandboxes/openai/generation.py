@@ -128,8 +128,15 @@ def error_payload(fault: FaultConfig, sequence: int) -> dict[str, Any]:
 MALFORMED_LINE = b"data: {this is not json\n\n"
 
 
-async def paced(tokens: list[str], fault: FaultConfig, delay_ms: float) -> AsyncIterator[str]:
-    """Yield tokens with the configured delay, stalling or dropping where the fault says."""
+async def paced(
+    tokens: list[str], fault: FaultConfig, delay_ms: float, first_delay_ms: float = 0.0
+) -> AsyncIterator[str]:
+    """Yield tokens with the configured delay, stalling or dropping where the fault says.
+
+    `first_delay_ms` comes once, before the first token: a model's time to first token.
+    """
+    if first_delay_ms:
+        await asyncio.sleep(first_delay_ms / 1000)
     for index, token in enumerate(tokens):
         if index == fault.drop_after_deltas:
             raise SimulatedDrop(f"sandbox dropped the connection after {index} deltas")

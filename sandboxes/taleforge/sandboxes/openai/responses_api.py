@@ -19,6 +19,7 @@ from taleforge.sandboxes.openai.generation import (
     injected,
     paced,
 )
+from taleforge.sandboxes.openai.prompt import last_user_text
 from taleforge.sandboxes.openai.state import SandboxState
 from taleforge.sandboxes.openai.wire import (
     new_id,
@@ -47,6 +48,7 @@ async def _events(
     gen: Generation,
     fault: FaultConfig,
     delay_ms: float,
+    first_delay_ms: float,
     entry: dict[str, Any],
 ) -> AsyncIterator[bytes]:
     response_id, item_id = new_id("resp"), new_id("msg")
@@ -80,7 +82,7 @@ async def _events(
     )
     yield event("response.content_part.added", part=output_text_part(""), **where)
     index = 0
-    async for token in paced(gen.tokens, fault, delay_ms):
+    async for token in paced(gen.tokens, fault, delay_ms, first_delay_ms):
         broken = injected(fault, index)
         if broken == "error":
             yield sse("error", error_payload(fault, sequence))
@@ -126,7 +128,9 @@ async def create_response(request: Request) -> Response:
     state: SandboxState = request.app.state.sandbox
     body = await request.json()
     entry = state.record("POST", "/v1/responses", body)
-    failure = state.call_fault(request.headers.get("authorization"))
+    failure = state.call_fault(
+        request.headers.get("authorization"), last_user_text(body.get("input", ""))
+    )
     if failure is not None:
         return failure
     gen = generate(
@@ -138,7 +142,8 @@ async def create_response(request: Request) -> Response:
     )
     if body.get("stream"):
         fault = state.stream_fault()
-        events = _events(body, gen, fault, state.config.token_delay_ms, entry)
+        cfg = state.config
+        events = _events(body, gen, fault, cfg.token_delay_ms, cfg.first_token_delay_ms, entry)
         return StreamingResponse(events, media_type="text/event-stream")
     output = [output_message(new_id("msg"), gen.text, "completed")]
     if gen.tool_call is not None:

@@ -69,8 +69,11 @@ class SandboxState:
         self.seen_instructions.add(instructions)
         return 0
 
-    def call_fault(self, authorization: str | None) -> JSONResponse | None:
-        """The error this model call must get, if any; counts the call."""
+    def call_fault(self, authorization: str | None, prompt_text: str = "") -> JSONResponse | None:
+        """The error this model call must get, if any; counts the call.
+
+        `prompt_text` is the call's last user message, which `reject_phrase` is looked for in.
+        """
         if self.config.require_api_key and not (authorization or "").startswith("Bearer "):
             return error_response(
                 401,
@@ -96,6 +99,14 @@ class SandboxState:
                 type_="insufficient_quota",
                 code="insufficient_quota",
             )
+        if faults.reject_phrase and faults.reject_phrase in prompt_text:
+            return error_response(
+                400,
+                "Your request was rejected as a result of our safety system (sandbox: the "
+                "input contains the reject phrase).",
+                type_="invalid_request_error",
+                code="content_policy_violation",
+            )
         if self.calls <= faults.rate_limit_first_n:
             wait = faults.retry_after_s
             headers = {
@@ -117,6 +128,14 @@ class SandboxState:
                 code=None,
             )
         return None
+
+    def stats(self) -> dict[str, int]:
+        """Counters a test can poll cheaply (the recorded requests can be large)."""
+        return {
+            "requests": len(self.requests),
+            "calls": self.calls,
+            "streamed_calls": self.streamed_calls,
+        }
 
     def stream_fault(self) -> FaultConfig:
         """The faults this streamed call gets (none past `stream_fault_calls`); counts it."""
