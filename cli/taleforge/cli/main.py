@@ -1,7 +1,7 @@
 """`taleforge`: the developer CLI.
 
 taleforge dev                 run the whole stack locally (what `make dev` runs)
-taleforge token [--user ID]   print a dev access token
+taleforge token [--user ID] [--admin]   print a dev access token
 taleforge sandbox openai|comfyui [ARGS]   run one sandbox server
 taleforge schemas export      write the events' JSON Schemas into contracts/schemas
 """
@@ -84,7 +84,7 @@ def _banner(stack: DevStack, token: str) -> str:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    print(mint_token(args.user, ttl_s=args.ttl))
+    print(mint_token(args.user, ttl_s=args.ttl, admin=args.admin))
     return 0
 
 
@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print a dev access token (HS256, JWT_SECRET)")
     token.add_argument("--user", default=str(DEV_USER_ID), help="player id (the token's sub)")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds until it expires")
+    token.add_argument(
+        "--admin", action="store_true", help="carry the admin claim (API_ADMIN_CLAIM/VALUE)"
+    )
     token.set_defaults(func=cmd_token)
 
     sandbox = sub.add_parser("sandbox", help="run a sandbox server (openai or comfyui)")

@@ -15,6 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taleforge.api.adapters.bus import BusUnavailable, EventBus
+from taleforge.api.auth import KeysUnavailable, TokenVerifier, build_verifier
 from taleforge.api.problems import install_problem_handlers
 from taleforge.api.routes import health, images, sessions, story, turns
 from taleforge.api.settings import Settings
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _DB_DOWN = "the database is unavailable; try again shortly"
 _BUS_DOWN = "the event bus (NATS JetStream) is unavailable; try again shortly"
+_KEYS_DOWN = "the auth server's signing keys (JWKS) are unavailable; try again shortly"
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -76,6 +78,7 @@ def create_app(
     *,
     broker: NatsBroker | None = None,
     engine: AsyncEngine | None = None,
+    verifier: TokenVerifier | None = None,
 ) -> FastAPI:
     """The API app. The lifespan connects `broker` and disposes `engine` (built if None)."""
     settings = settings or Settings()
@@ -103,11 +106,13 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.bus = bus
+    app.state.verifier = verifier or build_verifier(settings)
 
     install_problem_handlers(
         app,
         unavailable={
             BusUnavailable: _BUS_DOWN,
+            KeysUnavailable: _KEYS_DOWN,
             OperationalError: _DB_DOWN,
             InterfaceError: _DB_DOWN,
             OSError: _DB_DOWN,

@@ -11,10 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from taleforge.api.adapters import read_model
 from taleforge.api.adapters.bus import EventBus
-from taleforge.api.auth import InvalidCredentials, User, verify_token
+from taleforge.api.auth import InvalidCredentials, TokenVerifier, User
 from taleforge.api.settings import Settings
 
-_bearer = HTTPBearer(auto_error=False, description="A Supabase-style HS256 JWT; `sub` = user id.")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A Supabase Auth access token (HS256, or ES256/RS256 via JWKS); `sub` = user id.",
+)
 
 
 def get_settings(request: Request) -> Settings:
@@ -44,23 +47,33 @@ def _unauthorized(reason: str) -> HTTPException:
     )
 
 
+def get_verifier(request: Request) -> TokenVerifier:
+    verifier: TokenVerifier = request.app.state.verifier
+    return verifier
+
+
 async def current_user(
-    settings: SettingsDep,
+    verifier: Annotated[TokenVerifier, Depends(get_verifier)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
     if credentials is None:
         raise _unauthorized("an 'Authorization: Bearer <token>' header is required")
     try:
-        return verify_token(
-            credentials.credentials,
-            secret=settings.jwt_secret.get_secret_value(),
-            audience=settings.jwt_audience,
-        )
+        return await verifier.verify(credentials.credentials)
     except InvalidCredentials as exc:
         raise _unauthorized(exc.reason) from exc
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def admin_user(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise HTTPException(403, "this needs an administrator's token")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]
 
 
 async def get_db(

@@ -24,6 +24,16 @@ class Settings(BaseSettings):
     )
     jwt_secret: SecretStr = Field(SecretStr(DEV_JWT_SECRET), validation_alias=_env("JWT_SECRET"))
     jwt_audience: str = Field("authenticated", validation_alias=_env("API_JWT_AUDIENCE"))
+    # Supabase: https://<project>.supabase.co/auth/v1 ; empty: `iss` is not checked.
+    jwt_issuer: str = Field("", validation_alias=_env("API_JWT_ISSUER"))
+    # Supabase: https://<project>.supabase.co/auth/v1/.well-known/jwks.json ; empty: only HS256.
+    jwks_url: str = Field("", validation_alias=_env("API_JWKS_URL"))
+    jwks_cache_s: float = Field(300.0, gt=0, validation_alias=_env("API_JWKS_CACHE_S"))
+    jwks_refresh_cooldown_s: float = Field(
+        30.0, ge=0, validation_alias=_env("API_JWKS_REFRESH_COOLDOWN_S")
+    )
+    admin_claim: str = Field("app_metadata.role", validation_alias=_env("API_ADMIN_CLAIM"))
+    admin_value: str = Field("admin", validation_alias=_env("API_ADMIN_VALUE"))
     host: str = Field("127.0.0.1", validation_alias=_env("API_HOST"))
     port: int = Field(8000, ge=0, le=65535, validation_alias=_env("API_PORT"))
     cors_origins: str = Field(
