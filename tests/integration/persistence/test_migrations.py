@@ -24,6 +24,8 @@ TABLES = {
     "usage_ledger",
     "processed_events",
     "dead_letters",
+    "deleted_sessions",
+    "settings_changes",
 }
 
 
@@ -121,7 +123,11 @@ async def test_down_and_up_again_on_a_database_with_data(
     assert (ledger["completed_turns"], ledger["total_tokens"]) == (1, 15)
     # The policies are back too.
     policies = await _fetch(url, "SELECT policyname FROM pg_policies WHERE tablename = 'turns'")
-    assert {p["policyname"] for p in policies} == {"turns_select_own", "turns_admin_all"}
+    assert {p["policyname"] for p in policies} == {
+        "turns_select_own",
+        "turns_admin_all",
+        "turns_admin_read",
+    }
 
     # All the way down with data in every table, and up again.
     downgrade(url, "base")

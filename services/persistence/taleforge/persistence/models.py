@@ -2,12 +2,13 @@
 
 Names here are a contract with the API's queries: rename nothing without changing both.
 Every row of the projected tables is derived from the event log, so they can be rebuilt by
-replay (`python -m taleforge.persistence rebuild`). `scenarios` is the exception: it is
-catalogue data an admin edits, not a projection.
+replay (`python -m taleforge.persistence rebuild`): `scenarios` too, since admins edit
+the catalogue with `scenario.*` events.
 
 Row-level security (migration 0003): a player (role `authenticated`, claims set per
 transaction) sees only rows whose `user_id` is `auth.uid()`; `taleforge_admin` sees all; the
-persistence writer owns the tables, so RLS does not apply to it.
+persistence writer owns the tables, so RLS does not apply to it. `taleforge_admin_read`
+(migration 0004) reads every row and changes none: the API's admin endpoints use it.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class Scenario(Base):
     opening: Mapped[str | None] = mapped_column(Text)
     # Narrator and illustrator parameters for this scenario (prompt, style, model…).
     settings: Mapped[dict[str, Any]] = _json_object()
+    # The ScenarioSnapshot (world, tone, rules, characters, image policy) sessions copy.
+    snapshot: Mapped[dict[str, Any]] = _json_object()
     published: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
@@ -144,6 +147,9 @@ class Turn(Base):
     input_type: Mapped[str | None] = mapped_column(Text)
     input_text: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, nullable=False)
+    # On the session's current story line (the head turn's ancestors). Loading a save takes
+    # the turns after it off the line; they stay, readable by id, as a branch.
+    in_story: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
     narration: Mapped[str | None] = mapped_column(Text)
     model: Mapped[str | None] = mapped_column(Text)
     input_tokens: Mapped[int] = _zero()
@@ -268,3 +274,31 @@ class DeadLetter(Base):
     delivery_count: Mapped[int | None] = mapped_column(Integer)
     first_seen_at: Mapped[datetime] = _now()
     last_seen_at: Mapped[datetime] = _now()
+    # Operator retries (`dead_letter.retried`): how many, the last, and the copy's sequence.
+    retry_count: Mapped[int] = _zero()
+    last_retried_at: Mapped[datetime | None] = _tz()
+    retried_as_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class DeletedSession(Base):
+    """A tombstone: the session was deleted (its rows are gone); later events are ignored."""
+
+    __tablename__ = "deleted_sessions"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class SettingsChange(Base):
+    """One `settings.changed`: who changed which live setting of which service, and when."""
+
+    __tablename__ = "settings_changes"
+    __table_args__ = (Index("ix_settings_changes_service_changed_at", "service", "changed_at"),)
+
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    service: Mapped[str] = mapped_column(Text, nullable=False)
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    revision: Mapped[int | None] = mapped_column(BigInteger)
+    changed_by: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -7,7 +7,10 @@ the head. Each completed narration adds its tokens and cost to the player's usag
 that (UTC) day, once. Turn and image statuses only move forward: pending → narrating →
 completed | failed, and the first terminal event wins. An event about rows that do not
 exist is rejected (`EventRejected`) and dead-lettered: in stream order its parent always
-comes first.
+comes first, unless the session was deleted since: such events are ignored (a completed
+narration still adds its tokens to the player's usage: they were spent).
+Sessions as a whole (rename, delete, save, load) are in `story_lines`, admin events in
+`admin_projection`.
 """
 
 from __future__ import annotations
@@ -24,17 +27,29 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taleforge.contracts import (
+    NO_SESSION,
+    DeadLetterRetried,
     ImageCompleted,
     ImageFailed,
     ImageRequested,
     NarrationCompleted,
     NarrationStarted,
+    SaveCreated,
+    SaveDeleted,
+    ScenarioDeleted,
+    ScenarioUpserted,
+    SessionDeleted,
+    SessionRenamed,
+    SessionRestored,
     SessionStarted,
+    SettingsChanged,
     StoryEvent,
     TurnFailed,
     TurnRequested,
 )
+from taleforge.persistence import admin_projection, story_lines
 from taleforge.persistence.models import Base, Image, StorySession, Turn
+from taleforge.persistence.rejections import EventRejected
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +60,7 @@ images = Base.metadata.tables[Image.__tablename__]
 OPEN_TURN = ("pending", "narrating")
 
 
-class EventRejected(Exception):
-    """The event cannot be applied, ever: it goes to the dead letters. `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+__all__ = ["PROJECTIONS", "EventRejected", "project"]
 
 
 async def _exists(conn: AsyncConnection, table: Any, row_id: UUID, what: str) -> None:
@@ -347,6 +357,15 @@ PROJECTIONS: dict[str, Callable[[AsyncConnection, Any], Awaitable[None]]] = {
     ImageRequested.TYPE: request_image,
     ImageCompleted.TYPE: complete_image,
     ImageFailed.TYPE: fail_image,
+    SessionRenamed.TYPE: story_lines.rename_session,
+    SessionDeleted.TYPE: story_lines.delete_session,
+    SaveCreated.TYPE: story_lines.create_save,
+    SaveDeleted.TYPE: story_lines.delete_save,
+    SessionRestored.TYPE: story_lines.restore_session,
+    ScenarioUpserted.TYPE: admin_projection.upsert_scenario,
+    ScenarioDeleted.TYPE: admin_projection.delete_scenario,
+    SettingsChanged.TYPE: admin_projection.record_settings_change,
+    DeadLetterRetried.TYPE: admin_projection.record_dead_letter_retry,
 }
 
 
@@ -356,4 +375,14 @@ async def project(conn: AsyncConnection, event: StoryEvent) -> None:
     if apply is None:  # a stream event type this code does not project (yet)
         log.warning("no projection for %s; event %s only recorded", event.type, event.event_id)
         return
-    await apply(conn, event)
+    try:
+        await apply(conn, event)
+    except EventRejected:
+        # Checked only when something is missing, so the common path costs no extra query.
+        if event.session_id == NO_SESSION or not await story_lines.is_deleted(
+            conn, event.session_id
+        ):
+            raise
+        log.info("session %s was deleted; %s ignored", event.session_id, event.type)
+        if isinstance(event, NarrationCompleted):
+            await _add_usage(conn, event, _cost_usd(event))
