@@ -176,6 +176,11 @@ class NarrationCompleted(Envelope):
     prompt: PromptRecord | None = Field(
         default=None, description="How to rebuild the exact prompt (taleforge show-prompt)."
     )
+    image_ids: list[UUID] | None = Field(
+        default=None,
+        description="The images this beat asked for (their ImageRequested follow); None: not "
+        "recorded (older narrators).",
+    )
 
 
 class TurnFailed(Envelope):
@@ -379,8 +384,13 @@ class NarrationDelta(Envelope):
     type: Literal["narration.delta"] = "narration.delta"
     schema_version: Literal[1] = 1
     turn_id: UUID
-    index: NonNegativeInt = Field(description="0-based position of this delta in the turn.")
+    index: NonNegativeInt = Field(description="0-based position of this delta in the attempt.")
     delta: str
+    attempt: int = Field(
+        default=1,
+        ge=1,
+        description="The narrator's attempt; a retried turn restarts at index 0 with a higher one.",
+    )
 
 
 STREAM_EVENTS: tuple[type[Envelope], ...] = (

@@ -322,6 +322,7 @@ class Narrator:
                 event_id=event_id(turn_id, f"narration.delta:{attempt}:{index}"),
                 index=index,
                 delta=text,
+                attempt=attempt,
                 **common,
             )
             index += 1
@@ -336,6 +337,7 @@ class Narrator:
         cost = cost_usd(self._config.prices, reply.model, reply.usage)
         if cost is None:
             cost = cost_usd(self._config.prices, live.model, reply.usage)
+        image = plan_image(turn, state, reply, policy, self._config.image_style)
         await self._bus.publish_event(
             NarrationCompleted(
                 event_id=event_id(turn_id, NarrationCompleted.TYPE),
@@ -356,10 +358,10 @@ class Narrator:
                     context_budget_tokens=live.context_budget_tokens,
                     image_policy=policy,
                 ),
+                image_ids=[image.image_id] if image is not None else [],
                 **common,
             )
         )
-        image = plan_image(turn, state, reply, policy, self._config.image_style)
         if image is not None:
             await self._bus.publish_event(image)
         log.info(
