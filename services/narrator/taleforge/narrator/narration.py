@@ -45,6 +45,7 @@ from taleforge.narrator.model import (
 )
 from taleforge.narrator.pricing import ModelPrice, cost_usd
 from taleforge.narrator.prompting import build_prompt
+from taleforge.narrator.recording import fold_event, prompt_record
 from taleforge.narrator.story import SessionState
 from taleforge.narrator.tokens import TokenCounter
 
@@ -277,6 +278,10 @@ class Narrator:
             SUMMARY_INSTRUCTIONS, summary_request(state, plan.turns), call
         )
         folded = state.with_summary(reply.text.strip(), plan.turns)
+        # Recorded before it is saved: later prompts are rebuilt from it (show-prompt, replay).
+        await self._bus.publish_event(
+            fold_event(turn, folded, plan.turns, reply, self._config.prices)
+        )
         # Saved at once: the folded turns are gone from the history, never summarised again.
         await self._store.save(folded)
         log.info(
@@ -359,6 +364,7 @@ class Narrator:
                     image_policy=policy,
                 ),
                 image_ids=[image.image_id] if image is not None else [],
+                prompt=prompt_record(prompt, state, self._counter),
                 **common,
             )
         )
