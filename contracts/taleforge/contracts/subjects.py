@@ -18,6 +18,10 @@ STREAM_SUBJECTS = (f"{EVENTS_PREFIX}.>",)
 # The session token of admin events (scenarios, settings, dead letters): not a session id.
 ADMIN_TOKEN = "admin"
 LIVE_PREFIX = "story.live"
+# Captures the live channel's core-NATS publishes for a short while (memory storage), so any
+# API replica can replay a turn's deltas to a client that reconnects.
+LIVE_STREAM_NAME = "LIVE"
+LIVE_STREAM_SUBJECTS = (f"{LIVE_PREFIX}.>",)
 IMAGE_BUCKET = "taleforge-images"
 MSG_ID_HEADER = "Nats-Msg-Id"
 

@@ -2,7 +2,8 @@
 
 The persistence service is its only owner: it creates or updates the stream at start-up.
 Every other service only binds to it (field notes: a stream declared by several services is
-rewritten by whichever starts last).
+rewritten by whichever starts last). It declares the LIVE stream next to it, for the same
+reason: a short-lived, in-memory capture of the live channel that the API replays from.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from taleforge.contracts import STREAM_NAME, STREAM_SUBJECTS
+from taleforge.contracts import (
+    LIVE_STREAM_NAME,
+    LIVE_STREAM_SUBJECTS,
+    STREAM_NAME,
+    STREAM_SUBJECTS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +53,41 @@ def story_stream_config(
     )
 
 
-async def ensure_stream(js: JetStreamContext, config: StreamConfig | None = None) -> None:
-    """Create the STORY stream, or bring an existing one to `config`. Idempotent."""
+def live_stream_config(
+    *, max_age_s: float = 3600, max_bytes: int = 256 * 1024 * 1024, replicas: int = 1
+) -> StreamConfig:
+    # Memory storage and a short age: deltas matter only while a client may still reconnect
+    # to its turn; the narration itself is in STORY (NarrationCompleted).
+    return StreamConfig(
+        name=LIVE_STREAM_NAME,
+        subjects=list(LIVE_STREAM_SUBJECTS),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.MEMORY,
+        discard=DiscardPolicy.OLD,
+        max_age=max_age_s,
+        max_bytes=max_bytes,
+        num_replicas=replicas,
+    )
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    config: StreamConfig | None = None,
+    live_config: StreamConfig | None = None,
+) -> None:
+    """Create the STORY stream (and LIVE next to it), or bring existing ones to their
+    configs. Idempotent. LIVE has STORY's replica count unless `live_config` says otherwise."""
     wanted = config or story_stream_config()
-    try:
-        await js.stream_info(STREAM_NAME)
-    except NotFoundError:
-        await js.add_stream(wanted)
-        log.info("created stream %s", STREAM_NAME)
-        return
-    await js.update_stream(wanted)
-    log.info("stream %s is up to date", STREAM_NAME)
+    live = live_config or live_stream_config(replicas=wanted.num_replicas or 1)
+    for name, stream in ((STREAM_NAME, wanted), (LIVE_STREAM_NAME, live)):
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            await js.add_stream(stream)
+            log.info("created stream %s", name)
+            continue
+        await js.update_stream(stream)
+        log.info("stream %s is up to date", name)
 
 
 def persistence_consumer_config(
