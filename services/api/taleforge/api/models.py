@@ -38,6 +38,8 @@ class SessionPublic(BaseModel):
     title: str
     opening: str
     created_at: datetime
+    updated_at: datetime | None = Field(None, description="Last played, renamed or loaded.")
+    turn_count: int = Field(0, description="Turns requested so far, on every story line.")
 
 
 class StoryProgressRequest(_Request):
@@ -69,6 +71,9 @@ class TurnAccepted(BaseModel):
     session_id: UUID
     status: Literal["pending"] = "pending"
     status_url: str
+    events_url: str | None = Field(
+        None, description="The turn's Server-Sent Events from its start (resumable)."
+    )
 
 
 class ImagePublic(BaseModel):

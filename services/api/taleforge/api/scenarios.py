@@ -1,11 +1,19 @@
-"""Scenarios bundled with the service: where a new story starts.
+"""Where a new story starts: the scenarios admins store, and one bundled with the service.
 
-A small registry for now; scenarios become events and rows of their own later.
+Admins create and change scenarios with `scenario.*` events; persistence projects them into
+the `scenarios` table, which players read (published ones only, by row-level security too).
+The bundled default needs no database, so a fresh install can start a story at once; a
+stored scenario with the same id takes its place.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Boolean, Column, DateTime, MetaData, Row, Table, Text, Uuid, select
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taleforge.contracts.events import Character, ImagePolicy, ScenarioSnapshot
 
@@ -64,5 +72,42 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def find_scenario(scenario_id: str | None) -> Scenario | None:
-    return SCENARIOS.get(scenario_id or DEFAULT_SCENARIO_ID)
+scenarios = Table(
+    "scenarios",
+    MetaData(),
+    Column("id", Uuid, primary_key=True),
+    Column("slug", Text),
+    Column("title", Text),
+    Column("summary", Text),
+    Column("opening", Text),
+    Column("snapshot", JSONB),
+    Column("published", Boolean),
+    Column("created_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True)),
+)
+
+
+def from_row(row: Row[Any]) -> Scenario:
+    return Scenario(
+        id=row.slug,
+        title=row.title,
+        opening=row.opening or "",
+        snapshot=ScenarioSnapshot.model_validate(row.snapshot or {}),
+    )
+
+
+async def find_scenario(conn: AsyncConnection, scenario_id: str | None) -> Scenario | None:
+    """A published stored scenario, else a bundled one; None when neither exists."""
+    wanted = scenario_id or DEFAULT_SCENARIO_ID
+    query = select(scenarios).where(scenarios.c.slug == wanted, scenarios.c.published)
+    row = (await conn.execute(query)).first()
+    return from_row(row) if row is not None else SCENARIOS.get(wanted)
+
+
+async def published_scenarios(conn: AsyncConnection) -> list[Scenario]:
+    """What a player can start: the stored published scenarios and the bundled ones."""
+    rows = (await conn.execute(select(scenarios).where(scenarios.c.published))).all()
+    stored = {row.slug: from_row(row) for row in rows}
+    return sorted(
+        {**SCENARIOS, **stored}.values(), key=lambda s: (s.id != DEFAULT_SCENARIO_ID, s.title)
+    )

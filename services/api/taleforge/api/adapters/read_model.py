@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Integer,
@@ -44,7 +45,10 @@ story_sessions = Table(
     Column("scenario_id", Text),
     Column("title", Text),
     Column("opening", Text),
+    Column("turn_count", Integer),
+    Column("head_turn_id", Uuid),
     Column("created_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True)),
 )
 
 turns = Table(
@@ -57,6 +61,7 @@ turns = Table(
     Column("input_type", Text),
     Column("input_text", Text),
     Column("status", Text),
+    Column("in_story", Boolean),
     Column("narration", Text),
     Column("model", Text),
     Column("input_tokens", Integer),
@@ -65,6 +70,7 @@ turns = Table(
     Column("reasoning_tokens", Integer),
     Column("total_tokens", Integer),
     Column("error", Text),
+    Column("requested_at", DateTime(timezone=True)),
 )
 
 images = Table(
@@ -81,6 +87,17 @@ images = Table(
     Column("sha256", Text),
     Column("error", Text),
     Column("requested_at", DateTime(timezone=True)),
+)
+
+saves = Table(
+    "saves",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("user_id", Uuid),
+    Column("session_id", Uuid),
+    Column("turn_id", Uuid),
+    Column("title", Text),
+    Column("created_at", DateTime(timezone=True)),
 )
 
 
