@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from taleforge.api.adapters.bus import BusUnavailable, EventBus
 from taleforge.api.auth import KeysUnavailable, TokenVerifier, build_verifier
 from taleforge.api.problems import install_problem_handlers
-from taleforge.api.routes import health, images, sessions, story, turns
+from taleforge.api.routes import admin, health, images, saves, scenarios, sessions, story, turns
 from taleforge.api.settings import Settings
 from taleforge.contracts import STREAM_NAME
 
@@ -122,10 +122,12 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match"],
             expose_headers=["ETag"],
         )
     for router in (health.router, sessions.router, story.router, turns.router, images.router):
+        app.include_router(router)
+    for router in (scenarios.router, saves.router, admin.router):
         app.include_router(router)
     return app

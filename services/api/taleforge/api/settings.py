@@ -58,6 +58,16 @@ class Settings(BaseSettings):
     # transaction, so row-level security applies. The login in DATABASE_URL must be allowed
     # to SET ROLE to it (on Supabase: `authenticated`). Empty: keep the login's own role.
     db_role: str = Field("authenticated", validation_alias=_env("API_DB_ROLE"))
+    # The role admin endpoints read as: every row, no writes (migration 0004). Empty: the
+    # login's own role.
+    admin_db_role: str = Field("taleforge_admin_read", validation_alias=_env("API_ADMIN_DB_ROLE"))
+    # The services' live-settings buckets the admin endpoints change (as the services name them).
+    narrator_settings_bucket: str = Field(
+        "narrator-settings", validation_alias=_env("API_NARRATOR_SETTINGS_BUCKET")
+    )
+    illustrator_templates_bucket: str = Field(
+        "illustrator-templates", validation_alias=_env("API_ILLUSTRATOR_TEMPLATES_BUCKET")
+    )
     log_level: str = Field("INFO", validation_alias=_env("API_LOG_LEVEL"))
 
     @property
