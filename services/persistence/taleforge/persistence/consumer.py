@@ -24,6 +24,7 @@ from taleforge.persistence.delivery import (
     Verdict,
     decide_batch,
 )
+from taleforge.persistence.ordering import StreamOrder
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,24 @@ async def settle(raw: Msg, verdict: Verdict) -> None:
         await raw.nak(delay=verdict.delay_s)
 
 
-async def handle_batch(store: EventStore, raws: Sequence[Msg], policy: RetryPolicy) -> None:
-    """Apply `raws` (stream order) and ack, term or nak each one as decided."""
-    verdicts = await decide_batch(store, [as_delivery(raw) for raw in raws], policy)
+async def handle_batch(
+    store: EventStore, raws: Sequence[Msg], policy: RetryPolicy, order: StreamOrder | None = None
+) -> None:
+    """Apply `raws` (stream order) and ack, term or nak each one as decided.
+
+    With `order`, earlier events JetStream still holds back are applied first (see
+    `ordering`); if one of them fails for now, the whole batch waits (nak).
+    """
+    deliveries = [as_delivery(raw) for raw in raws]
+    held_back = await order.fill_gaps(deliveries) if order is not None else None
+    if held_back is None:
+        verdicts = await decide_batch(store, deliveries, policy)
+    else:
+        verdicts = [held_back] * len(raws)
     for raw, verdict in zip(raws, verdicts, strict=True):
         await settle(raw, verdict)
+    if order is not None:
+        order.settled(deliveries, verdicts)
 
 
 class EventConsumer:
@@ -74,8 +88,10 @@ class EventConsumer:
         self._stopping = asyncio.Event()
         self._busy = False  # a fetched batch is being applied
         self._task: asyncio.Task[None] | None = None
+        self._order: StreamOrder | None = None
 
     async def start(self, js: JetStreamContext) -> None:
+        self._order = await StreamOrder.resume(js, self.durable, self.store, self.policy)
         sub = await js.pull_subscribe_bind(durable=self.durable, stream=STREAM_NAME)
         self._task = asyncio.create_task(self._run(sub), name=f"consumer {self.durable}")
         log.info(
@@ -95,7 +111,7 @@ class EventConsumer:
                     continue
                 self._busy = True
                 try:
-                    await handle_batch(self.store, raws, self.policy)
+                    await handle_batch(self.store, raws, self.policy, self._order)
                 finally:
                     self._busy = False
         finally:
