@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from taleforge.api.settings import DEV_JWT_SECRET
-from taleforge.cli.embedded import EmbeddedNats, EmbeddedPostgres, free_ports
+from taleforge.cli.embedded import EmbeddedNats, EmbeddedPostgres, free_port, free_ports
 from taleforge.cli.processes import Child, LogSink
 
 SERVICES = ("persistence", "narrator", "illustrator", "api")
@@ -41,7 +43,10 @@ class DevConfig:
     comfyui_url: str | None = None
     # Sandbox pacing, so streaming and progress are visible when playing.
     openai_token_delay_ms: int = 25
+    openai_first_token_delay_ms: int = 0
     comfyui_render_ms: int = 800
+    # API processes behind one database and bus (the first on api_port, others on free ports).
+    api_replicas: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -74,11 +79,22 @@ class DevStack:
         self.postgres: EmbeddedPostgres | None = None
         self.children: dict[str, Child] = {}
         self.env: dict[str, str] = {}
+        self.api_ports: list[int] = [config.api_port]
+        self.restarts: Counter[str] = Counter()  # deliberate restarts (`restart`), per child
 
     # -- URLs -----------------------------------------------------------------------------
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.config.api_port}"
+
+    @property
+    def api_urls(self) -> list[str]:
+        """One URL per API replica (children "api", "api-2", ...), in that order."""
+        return [f"http://127.0.0.1:{port}" for port in self.api_ports]
+
+    @staticmethod
+    def api_name(replica: int) -> str:
+        return "api" if replica == 0 else f"api-{replica + 1}"
 
     @property
     def nats_url(self) -> str:
@@ -128,8 +144,13 @@ class DevStack:
         env.setdefault("API_HOST", "127.0.0.1")
         # Migrations just ran, as the one-shot deploy step does; the service need not repeat them.
         env.setdefault("PERSISTENCE_MIGRATE_ON_START", "false")
+        self.api_ports = [cfg.api_port] + [free_port() for _ in range(cfg.api_replicas - 1)]
         for name in SERVICES:
-            self._spawn(name, [sys.executable, "-m", f"taleforge.{name}"])
+            if name != "api":
+                self._spawn(name, [sys.executable, "-m", f"taleforge.{name}"])
+        for replica, port in enumerate(self.api_ports):
+            api = [sys.executable, "-m", "taleforge.api"]
+            self._spawn(self.api_name(replica), api, {"API_PORT": str(port)})
         self._wait_ready(timeout)
 
     def _migrate(self) -> None:
@@ -150,7 +171,12 @@ class DevStack:
             env["OPENAI_BASE_URL"] = cfg.openai_base_url or "https://api.openai.com/v1"
         else:
             self._start_sandbox(
-                "openai", cfg.openai_port, "--token-delay-ms", str(cfg.openai_token_delay_ms)
+                "openai",
+                cfg.openai_port,
+                "--token-delay-ms",
+                str(cfg.openai_token_delay_ms),
+                "--first-token-delay-ms",
+                str(cfg.openai_first_token_delay_ms),
             )
             env["OPENAI_BASE_URL"] = cfg.openai_base_url or f"http://127.0.0.1:{cfg.openai_port}/v1"
             env["OPENAI_API_KEY"] = "sk-sandbox"
@@ -169,25 +195,44 @@ class DevStack:
         )
         sandbox.wait_for_line("listening on", 30)
 
-    def _spawn(self, name: str, args: list[str]) -> Child:
-        child = Child(name, args, dict(self.env))
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Child:
+        child = Child(name, args, {**self.env, **(env or {})})
         child.start(self.sink)
         self.children[name] = child
+        return child
+
+    # -- faults (the fault suite) ---------------------------------------------------------
+    def kill(self, name: str) -> None:
+        """SIGKILL one child (a service or a sandbox): no shutdown code runs."""
+        child = self.children[name]
+        child.signal(signal.SIGKILL)
+        if child.proc is not None:
+            child.proc.wait(10)
+
+    def restart(self, name: str) -> Child:
+        """Start a child again, same command and environment (stopping it first if running)."""
+        old = self.children[name]
+        old.stop()
+        child = Child(name, old.args, old.env)
+        child.start(self.sink)
+        self.children[name] = child
+        self.restarts[name] += 1
         return child
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2) as http:
-            while True:
-                self._check_children()
-                try:
-                    if http.get(f"{self.api_url}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the API did not become ready")
-                time.sleep(0.1)
+            for url in self.api_urls:
+                while True:
+                    self._check_children()
+                    try:
+                        if http.get(f"{url}/readyz").status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"the API at {url} did not become ready")
+                    time.sleep(0.1)
         asyncio.run(self._wait_for_consumers(deadline))
 
     async def _wait_for_consumers(self, deadline: float) -> None:
@@ -225,7 +270,8 @@ class DevStack:
 
     def stop(self) -> None:
         # Front door first, so nothing new arrives while the workers drain.
-        order = ["api", "narrator", "illustrator", "persistence", "openai-sbx", "comfyui-sbx"]
+        apis = [self.api_name(replica) for replica in range(len(self.api_ports))]
+        order = [*apis, "narrator", "illustrator", "persistence", "openai-sbx", "comfyui-sbx"]
         for name in order + [n for n in self.children if n not in order]:
             child = self.children.get(name)
             if child is not None:

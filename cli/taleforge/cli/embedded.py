@@ -121,6 +121,13 @@ class EmbeddedNats:
         _stop(self.proc, signal.SIGTERM, timeout)
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL (a crash): `start` again brings it back with the same port and store."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
 
 def _pg_bin(name: str) -> str:
     import warnings
