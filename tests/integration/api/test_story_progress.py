@@ -24,7 +24,7 @@ async def test_an_accepted_turn_is_one_turn_requested_on_the_stream(api) -> None
             "input_type": "speech",
             "text": " Caf\u0065\u0301?\x07 ",
         },
-        headers=api.auth(player),
+        headers={**api.auth(player), "Prefer": "respond-async"},
     )
 
     assert response.status_code == 202, response.text
@@ -35,6 +35,7 @@ async def test_an_accepted_turn_is_one_turn_requested_on_the_stream(api) -> None
         "session_id": str(session_id),
         "status": "pending",
         "status_url": f"/api/turns/{turn_id}",
+        "events_url": f"/api/turns/{turn_id}/events?last_event_id={before + 1}-0-0-0",
     }
     assert await api.stream_size() == before + 1
     msg = await api.js.get_last_msg(STREAM_NAME, f"story.events.{session_id}.turn.requested")
@@ -61,7 +62,7 @@ async def test_a_retry_with_the_same_idempotency_key_is_stored_once(api) -> None
     session_id = await api.rows.session(player)
     before = await api.stream_size()
     body = {"session_id": str(session_id), "input_type": "continue"}
-    headers = {**api.auth(player), "Idempotency-Key": "click-1"}
+    headers = {**api.auth(player), "Idempotency-Key": "click-1", "Prefer": "respond-async"}
 
     first = await api.http.post("/api/story/progress", json=body, headers=headers)
     again = await api.http.post("/api/story/progress", json=body, headers=headers)

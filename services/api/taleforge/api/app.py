@@ -16,9 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taleforge.api.adapters.bus import BusUnavailable, EventBus
 from taleforge.api.auth import KeysUnavailable, TokenVerifier, build_verifier
+from taleforge.api.limits.turn_lock import LockUnavailable
+from taleforge.api.limits.wiring import install_limits, open_limits
 from taleforge.api.problems import install_problem_handlers
 from taleforge.api.routes import admin, health, images, saves, scenarios, sessions, story, turns
+from taleforge.api.routes.usage import router as usage_router
 from taleforge.api.settings import Settings
+from taleforge.api.streaming.feed import FeedUnavailable
 from taleforge.contracts import STREAM_NAME
 
 log = logging.getLogger(__name__)
@@ -91,6 +95,7 @@ def create_app(
         await _connect(broker, settings)
         if not await bus.wait_for_stream(settings.stream_wait_s):
             log.warning("stream %s still missing; publishes fail until it exists", STREAM_NAME)
+        await open_limits(app.state, bus, settings)
         try:
             yield
         finally:
@@ -102,17 +107,21 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         description="Start story sessions, move the story on, read turns and images.",
+        max_body_size=settings.max_body_bytes,  # larger bodies: 413 problem
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.bus = bus
     app.state.verifier = verifier or build_verifier(settings)
+    install_limits(app.state, settings)
 
     install_problem_handlers(
         app,
         unavailable={
             BusUnavailable: _BUS_DOWN,
             KeysUnavailable: _KEYS_DOWN,
+            FeedUnavailable: _BUS_DOWN,
+            LockUnavailable: _BUS_DOWN,
             OperationalError: _DB_DOWN,
             InterfaceError: _DB_DOWN,
             OSError: _DB_DOWN,
@@ -127,6 +136,8 @@ def create_app(
             expose_headers=["ETag"],
         )
     for router in (health.router, sessions.router, story.router, turns.router, images.router):
+        app.include_router(router)
+    for router in (usage_router,):
         app.include_router(router)
     for router in (scenarios.router, saves.router, admin.router):
         app.include_router(router)

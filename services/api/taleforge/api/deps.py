@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from taleforge.api.adapters import read_model
 from taleforge.api.adapters.bus import EventBus
 from taleforge.api.auth import InvalidCredentials, TokenVerifier, User
+from taleforge.api.limits.rate import RateLimiter
 from taleforge.api.settings import Settings
 
 _bearer = HTTPBearer(
@@ -53,15 +54,27 @@ def get_verifier(request: Request) -> TokenVerifier:
 
 
 async def current_user(
+    request: Request,
     verifier: Annotated[TokenVerifier, Depends(get_verifier)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
+    """The caller, from their token; each call counts against their request rate (429)."""
     if credentials is None:
         raise _unauthorized("an 'Authorization: Bearer <token>' header is required")
     try:
-        return await verifier.verify(credentials.credentials)
+        user = await verifier.verify(credentials.credentials)
     except InvalidCredentials as exc:
         raise _unauthorized(exc.reason) from exc
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        verdict = await limiter.hit(user.id)
+        if not verdict.allowed:
+            raise HTTPException(
+                429,
+                f"more than {verdict.limit} requests in a minute; slow down",
+                headers={"Retry-After": str(verdict.retry_after_s)},
+            )
+    return user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
@@ -88,3 +101,6 @@ async def get_db(
 
 
 DbSession = Annotated[AsyncConnection, Depends(get_db)]
+# Returned to the pool when the route function returns, before the response is sent: for
+# routes whose response lasts (an SSE stream, a wait for the turn's result).
+DbForCall = Annotated[AsyncConnection, Depends(get_db, scope="function")]

@@ -68,6 +68,23 @@ class Settings(BaseSettings):
     illustrator_templates_bucket: str = Field(
         "illustrator-templates", validation_alias=_env("API_ILLUSTRATOR_TEMPLATES_BUCKET")
     )
+    # Turns: how long a plain POST /api/story/progress waits for the result (then 202), the
+    # SSE heartbeat, and the per-session lock's expiry (frees a session whose turn never
+    # ended, e.g. its replica died).
+    progress_wait_s: float = Field(25.0, ge=0, validation_alias=_env("API_PROGRESS_WAIT_S"))
+    sse_heartbeat_s: float = Field(15.0, gt=0, validation_alias=_env("API_SSE_HEARTBEAT_S"))
+    turn_lock_ttl_s: float = Field(300.0, gt=0, validation_alias=_env("API_TURN_LOCK_TTL_S"))
+    kv_replicas: int = Field(1, ge=1, le=5, validation_alias=_env("API_KV_REPLICAS"))
+    # Limits per player: requests per minute (all replicas together), and what a day's turns
+    # may use (UTC day, from the usage ledger); 0 turns a limit off.
+    rate_limit_per_min: int = Field(120, ge=0, validation_alias=_env("API_RATE_LIMIT_PER_MIN"))
+    daily_token_budget: int = Field(
+        1_000_000, ge=0, validation_alias=_env("API_DAILY_TOKEN_BUDGET")
+    )
+    daily_cost_budget_usd: float = Field(
+        5.0, ge=0, validation_alias=_env("API_DAILY_COST_BUDGET_USD")
+    )
+    max_body_bytes: int = Field(65536, ge=1024, validation_alias=_env("API_MAX_BODY_BYTES"))
     log_level: str = Field("INFO", validation_alias=_env("API_LOG_LEVEL"))
 
     @property

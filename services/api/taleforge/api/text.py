@@ -13,8 +13,12 @@ def normalize_text(text: str) -> str:
     """NFC, control characters removed (newline kept), surrounding whitespace stripped.
 
     Carriage returns go too, so "\\r\\n" becomes "\\n"; a tab becomes a space because it
-    separates words.
+    separates words. Lone surrogates (JSON can carry "\\ud800") go as well: they are not
+    text and could not be encoded onto the bus.
     """
-    text = unicodedata.normalize("NFC", text).replace("\t", " ")
-    kept = "".join(ch for ch in text if ch == "\n" or unicodedata.category(ch) != "Cc")
-    return kept.strip()
+    text = text.replace("\t", " ")
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in _DROPPED or ch == "\n")
+    return unicodedata.normalize("NFC", text).strip()
+
+
+_DROPPED = frozenset({"Cc", "Cs"})

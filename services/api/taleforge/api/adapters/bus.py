@@ -11,6 +11,7 @@ import logging
 
 from faststream.nats import NatsBroker
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from taleforge.contracts import STREAM_NAME, Envelope, publish_headers
@@ -38,8 +39,17 @@ class EventBus:
         except Exception:  # not connected yet: FastStream raises on an empty connection state
             return False
 
-    async def publish(self, event: Envelope) -> None:
-        """Put `event` on the STORY stream and wait for the PubAck."""
+    @property
+    def js(self) -> JetStreamContext:
+        """JetStream on the broker's connection (readers: streams, consumers, KV)."""
+        try:
+            return self.broker.connection.jetstream()
+        except Exception as exc:  # FastStream raises on a connection not made yet
+            raise BusUnavailable(f"NATS is not connected: {exc!r}") from exc
+
+    async def publish(self, event: Envelope) -> int:
+        """Put `event` on the STORY stream and wait for the PubAck; its stream sequence
+        (the original's, for a duplicate)."""
         try:
             ack = await self.broker.publish(
                 event.to_bytes(),
@@ -57,6 +67,7 @@ class EventBus:
             ack.seq,
             ack.duplicate,
         )
+        return int(ack.seq)
 
     async def stream_exists(self) -> bool:
         try:

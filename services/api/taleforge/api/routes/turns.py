@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import Row
 
 from taleforge.api.adapters import read_model
-from taleforge.api.deps import CurrentUser, DbSession
+from taleforge.api.deps import Bus, CurrentUser, DbForCall, DbSession, SettingsDep
 from taleforge.api.models import ImagePublic, TurnPublic
+from taleforge.api.streaming.cursor import Cursor
+from taleforge.api.streaming.feed import TurnFeed, find_turn_request
+from taleforge.api.streaming.sse import SSE_MEDIA_TYPE
+from taleforge.api.streaming.turns import (
+    LastEventIdHeader,
+    parse_cursor,
+    release_on_outcome,
+    request_of_cursor,
+    stream_response,
+)
 from taleforge.contracts import TokenUsage
 
 router = APIRouter(prefix="/api/turns", tags=["turns"])
@@ -59,3 +69,56 @@ async def read_turn(turn_id: UUID, user: CurrentUser, db: DbSession) -> TurnPubl
         usage=_usage(row),
         images=[_image(image) for image in images],
     )
+
+
+@router.get(
+    "/{turn_id}/events",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The turn's Server-Sent Events; the stream ends after "
+            "`turn.completed` or `turn.failed`.",
+            "content": {SSE_MEDIA_TYPE: {"schema": {"type": "string"}}},
+        },
+        204: {"description": "The given Last-Event-ID was the turn's last event."},
+        404: {"description": "No such turn (of yours)"},
+    },
+)
+async def turn_events(
+    turn_id: UUID,
+    request: Request,
+    user: CurrentUser,
+    bus: Bus,
+    settings: SettingsDep,
+    db: DbForCall,
+    last_event_id: LastEventIdHeader = None,
+    last_event_id_query: Annotated[
+        str | None,
+        Query(
+            alias="last_event_id",
+            max_length=100,
+            description="As the Last-Event-ID header, for clients that cannot set headers.",
+        ),
+    ] = None,
+) -> Response:
+    """Follow a turn as Server-Sent Events (the same events as `POST /api/story/progress`
+    streams), from its start, or after `Last-Event-ID`, on any replica."""
+    js = bus.js
+    text = last_event_id or last_event_id_query
+    if text:
+        cursor = parse_cursor(text)
+        session_id = (await request_of_cursor(js, cursor, user, turn_id=turn_id)).session_id
+    else:
+        row = await read_model.get_turn(db, turn_id, user.id)
+        start = None if row is None else await find_turn_request(js, row.session_id, turn_id)
+        if row is None or start is None:
+            raise HTTPException(404, f"no turn {turn_id}")
+        session_id, cursor = row.session_id, Cursor.beginning(start)
+    feed = TurnFeed(
+        js,
+        session_id=session_id,
+        turn_id=turn_id,
+        cursor=cursor,
+        on_outcome=release_on_outcome(request.app.state.turn_locks, session_id, turn_id),
+    )
+    return stream_response(feed, heartbeat_s=settings.sse_heartbeat_s)
