@@ -81,8 +81,15 @@ async def test_scenarios_created_replaced_listed_and_deleted(stack: Stack) -> No
         {**body, "title": ""},
         {**body, "scenario": {"world": "x", "surprise": 1}},
         {**body, "scenario": {"image_policy": "sometimes"}},
+        {**body, "opening": "NUL \x00 cannot be stored"},
+        {**body, "scenario": {"rules": ["a lone \ud800 surrogate"]}},
     ):
-        refused = await stack.http.post("/api/admin/scenarios", json=bad, headers=boss)
+        # As JSON text: the lone surrogate travels escaped, as a client would send it.
+        refused = await stack.http.post(
+            "/api/admin/scenarios",
+            content=json.dumps(bad),
+            headers={**boss, "Content-Type": "application/json"},
+        )
         assert refused.status_code == 422, bad
     with_id = await stack.http.put("/api/admin/scenarios/moor", json=body, headers=boss)
     assert with_id.status_code == 422  # the id is the path's; the body may not carry one

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from taleforge.api.session_models import MAX_TITLE_CHARS, clean_title
 from taleforge.contracts.events import SLUG_PATTERN, ImagePolicy, ScenarioSnapshot
@@ -16,8 +17,33 @@ from taleforge.contracts.events import SLUG_PATTERN, ImagePolicy, ScenarioSnapsh
 MAX_TEMPLATE_CHARS = 60_000  # under API_MAX_BODY_BYTES (64 KiB by default)
 
 
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON-like value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _storable_text(self) -> _Request:
+        # Every string goes into an event, a KV value and Postgres text: UTF-8 without NUL.
+        for text in _strings(self.model_dump(mode="json")):
+            if "\x00" in text:
+                raise ValueError("text must not contain NUL characters")
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+        return self
 
 
 class ScenarioWrite(_Request):

@@ -16,6 +16,8 @@ Responses = dict[int | str, dict[str, Any]]
 
 MAX_TITLE_CHARS = 200
 PAGE_LIMIT = 100  # the most items one page may ask for
+MAX_OFFSET = 1_000_000  # deeper than any real listing; keeps the number a Postgres bigint
+MAX_SEQ = 2**31 - 1  # turns.seq is a Postgres integer
 
 
 class _Request(BaseModel):

@@ -21,6 +21,7 @@ from taleforge.api.adapters import read_model, story_reads
 from taleforge.api.deps import Bus, CurrentUser, DbSession, SettingsDep
 from taleforge.api.routes.sessions import owned_session, session_detail
 from taleforge.api.session_models import (
+    MAX_OFFSET,
     PAGE_LIMIT,
     Responses,
     SaveCreate,
@@ -113,7 +114,7 @@ async def list_saves(
     db: DbSession,
     session_id: Annotated[UUID | None, Query(description="Only this session's saves.")] = None,
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> SavesPage:
     """My saves, newest first."""
     rows = await story_reads.list_saves(

@@ -21,6 +21,8 @@ from taleforge.api.deps import Bus, CurrentUser, DbSession, SettingsDep
 from taleforge.api.models import SessionCreate, SessionPublic
 from taleforge.api.scenarios import DEFAULT_SCENARIO_ID, find_scenario
 from taleforge.api.session_models import (
+    MAX_OFFSET,
+    MAX_SEQ,
     PAGE_LIMIT,
     Responses,
     SessionDetail,
@@ -169,7 +171,10 @@ async def create_session(
 
 @router.get("", response_model=SessionsPage)
 async def list_sessions(
-    user: CurrentUser, db: DbSession, limit: Limit = 20, offset: Annotated[int, Query(ge=0)] = 0
+    user: CurrentUser,
+    db: DbSession,
+    limit: Limit = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> SessionsPage:
     """My sessions, the most recently played first."""
     rows = await story_reads.list_sessions(db, user.id, limit=limit + 1, offset=offset)
@@ -202,7 +207,8 @@ async def read_history(
     user: CurrentUser,
     db: DbSession,
     before: Annotated[
-        int | None, Query(ge=1, description="Only turns before this seq (`next_before`).")
+        int | None,
+        Query(ge=1, le=MAX_SEQ, description="Only turns before this seq (`next_before`)."),
     ] = None,
     limit: Limit = 20,
 ) -> TurnsPage:

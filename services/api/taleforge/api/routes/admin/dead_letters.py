@@ -17,7 +17,7 @@ from taleforge.api.adapters import admin_reads
 from taleforge.api.admin_models import DeadLetterPublic, DeadLetterRetryAccepted, DeadLettersPage
 from taleforge.api.deps import AdminUser, Bus
 from taleforge.api.routes.admin.deps import FORBIDDEN, AdminDb, AdminNatsDep
-from taleforge.api.session_models import PAGE_LIMIT
+from taleforge.api.session_models import MAX_OFFSET, PAGE_LIMIT
 from taleforge.contracts import DeadLetterRetried
 
 router = APIRouter(prefix="/dead-letters")
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/dead-letters")
 async def list_dead_letters(
     db: AdminDb,
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DeadLettersPage:
     """Newest first."""
     rows = await admin_reads.list_dead_letters(db, limit=limit + 1, offset=offset)

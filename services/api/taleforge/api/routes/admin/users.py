@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query
 from taleforge.api.adapters import admin_reads
 from taleforge.api.admin_models import DayUsage, UsersPage, UserUsage
 from taleforge.api.routes.admin.deps import FORBIDDEN, AdminDb
-from taleforge.api.session_models import PAGE_LIMIT
+from taleforge.api.session_models import MAX_OFFSET, PAGE_LIMIT
 
 router = APIRouter(prefix="/users")
 
@@ -27,7 +27,7 @@ async def list_users(
     db: AdminDb,
     days: Days = 30,
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> UsersPage:
     """Every player with a session or usage, the most recently active first."""
     rows = await admin_reads.users_with_usage(
