@@ -81,6 +81,7 @@ async def test_two_turns_through_every_service(stack: DevStack) -> None:
             accepted = await http.post(
                 "/api/story/progress",
                 json={"session_id": session_id, "input_type": input_type, "text": text},
+                headers={"Prefer": "respond-async"},  # 202 at once; the turn is polled below
             )
             assert accepted.status_code == 202, accepted.text
             turns.append(await wait_for_turn(http, accepted.json()["turn_id"]))

@@ -107,13 +107,12 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         description="Start story sessions, move the story on, read turns and images.",
-        max_body_size=settings.max_body_bytes,  # larger bodies: 413 problem
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.bus = bus
     app.state.verifier = verifier or build_verifier(settings)
-    install_limits(app.state, settings)
+    install_limits(app, settings)
 
     install_problem_handlers(
         app,

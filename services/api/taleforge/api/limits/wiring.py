@@ -6,20 +6,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from fastapi import FastAPI
 from nats.errors import Error as NatsError
 
 from taleforge.api.adapters.bus import EventBus
 from taleforge.api.limits import rate, turn_lock
+from taleforge.api.limits.body_size import BodySizeLimit
 from taleforge.api.limits.rate import RateLimiter
 from taleforge.api.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def install_limits(state: Any, settings: Settings) -> None:
-    """Before start-up: rate counts kept in this process, no turn locks (turns get 503)."""
-    state.rate_limiter = RateLimiter(settings.rate_limit_per_min)
-    state.turn_locks = None
+def install_limits(app: FastAPI, settings: Settings) -> None:
+    """Before start-up: the body size limit; rate counts kept in this process and no turn
+    locks (turns get 503) until `open_limits`."""
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_min)
+    app.state.turn_locks = None
 
 
 async def open_limits(state: Any, bus: EventBus, settings: Settings) -> None:
