@@ -4,6 +4,10 @@ taleforge dev                 run the whole stack locally (what `make dev` runs)
 taleforge token [--user ID] [--admin]   print a dev access token
 taleforge sandbox openai|comfyui [ARGS]   run one sandbox server
 taleforge schemas export      write the events' JSON Schemas into contracts/schemas
+taleforge events --session S | --turn T | --since 15m [--follow] [--json]   a timeline
+taleforge show-prompt TURN_ID   the exact prompt the narrator sent for a turn
+taleforge replay --session S --renarrate [--model M] [--temperature T] [--from-turn N]
+taleforge replay --rebuild --into DATABASE_URL
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from taleforge.cli.debugging import add_debug_commands
 from taleforge.cli.tokens import DEV_USER_ID, mint_token
 
 if TYPE_CHECKING:
@@ -98,12 +103,6 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return int(comfyui_main(args.rest))
 
 
-def cmd_events(args: argparse.Namespace) -> int:
-    from taleforge.cli.events import run
-
-    return run(args.nats_url, args.session, args.json)
-
-
 def cmd_schemas(args: argparse.Namespace) -> int:
     from taleforge.contracts.schema_export import DEFAULT_DIR, export_schemas
 
@@ -143,11 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("rest", nargs=argparse.REMAINDER, help="the sandbox's own options")
     sandbox.set_defaults(func=cmd_sandbox)
 
-    events = sub.add_parser("events", help="one session's event log, in stream order")
-    events.add_argument("--session", required=True, help="session id")
-    events.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
-    events.add_argument("--json", action="store_true", help="one JSON object per line")
-    events.set_defaults(func=cmd_events)
+    add_debug_commands(sub)  # events, show-prompt, replay
 
     schemas = sub.add_parser("schemas", help="event JSON Schemas")
     schemas.add_argument("action", choices=["export"])
