@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
+from taleforge.api import telemetry
 from taleforge.api.app import create_app
 from taleforge.api.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    telemetry.setup(settings)
+    app = telemetry.instrument(create_app(settings))
+    # log_config=None: uvicorn's lines go through our handler and format too.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, log_level="info")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from taleforge.api.routes import admin, health, images, saves, scenarios, sessio
 from taleforge.api.routes.usage import router as usage_router
 from taleforge.api.settings import Settings
 from taleforge.api.streaming.feed import FeedUnavailable
+from taleforge.api.telemetry import untraced
 from taleforge.contracts import STREAM_NAME
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         description="Start story sessions, move the story on, read turns and images.",
+        telemetry={"exclude": untraced},  # FastAPI's own spans; no probes
     )
     app.state.settings = settings
     app.state.engine = engine

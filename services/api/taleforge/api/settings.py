@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -86,6 +88,7 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(65536, ge=1024, validation_alias=_env("API_MAX_BODY_BYTES"))
     log_level: str = Field("INFO", validation_alias=_env("API_LOG_LEVEL"))
+    log_format: Literal["json", "text"] = Field("json", validation_alias=_env("LOG_FORMAT"))
 
     @property
     def cors_origin_list(self) -> list[str]:

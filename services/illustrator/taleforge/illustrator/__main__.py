@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 
+from taleforge.illustrator import telemetry
 from taleforge.illustrator.app import create_app
 from taleforge.illustrator.settings import Settings
 
@@ -13,14 +14,15 @@ from taleforge.illustrator.settings import Settings
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     if argv:
         from taleforge.illustrator.cli import run_command
 
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         return run_command(argv, settings)
+    telemetry.setup(settings)
     asyncio.run(create_app(settings).run())
     return 0
 

@@ -8,7 +8,7 @@ from typing import Any
 from faststream import FastStream
 from faststream.nats import NatsBroker
 
-from taleforge.contracts import ImageCompleted, ImageFailed, publish_headers
+from taleforge.contracts import ImageCompleted, ImageFailed, tracing
 from taleforge.illustrator.adapters.bus import (
     character_descriptions,
     ensure_consumer,
@@ -22,6 +22,7 @@ from taleforge.illustrator.handlers import render_image
 from taleforge.illustrator.likeness import IdentityBook
 from taleforge.illustrator.rendering import Illustrator, Renderer, Store
 from taleforge.illustrator.settings import Settings
+from taleforge.illustrator.telemetry import TracedRenderer
 from taleforge.illustrator.templates import TemplateRegistry
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,20 @@ def create_app(
 
         async def publish(event: ImageCompleted | ImageFailed) -> None:
             # Awaiting the PubAck: the event is durable only then. Msg-Id dedupes retries.
-            await js.publish(event.subject(), event.to_bytes(), headers=publish_headers(event))
+            with tracing.publishing(event) as headers:
+                await js.publish(event.subject(), event.to_bytes(), headers=headers)
 
         async def publish_live(subject: str, data: bytes) -> None:
             await nc.publish(subject, data)
 
         illustrator = Illustrator(
-            settings, comfyui or pool, image_store, publish, publish_live, templates, identities
+            settings,
+            TracedRenderer(comfyui or pool),
+            image_store,
+            publish,
+            publish_live,
+            templates,
+            identities,
         )
         workers = PullWorkers(
             js,

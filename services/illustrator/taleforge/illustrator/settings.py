@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     sampler: str = "euler"
     negative_prompt: str = "blurry, low quality, watermark, text"
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["json", "text"] = Field(
+        "json", validation_alias=AliasChoices("LOG_FORMAT"), description="json or text lines."
+    )
 
     @field_validator("placeholders", mode="before")
     @classmethod

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from taleforge.narrator import telemetry
 from taleforge.narrator.app import create_app
 from taleforge.narrator.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    telemetry.setup(settings)
     logging.getLogger(__name__).info(
         "narrator: nats=%s model=%s base_url=%s",
         settings.nats_url,

@@ -19,6 +19,7 @@ from taleforge.narrator.handlers import handle_message
 from taleforge.narrator.model import NarrationModel
 from taleforge.narrator.narration import FirstDeltaObserver, Narrator, NarratorConfig, RetryPolicy
 from taleforge.narrator.settings import Settings
+from taleforge.narrator.telemetry import TracedModel, consuming
 from taleforge.narrator.tokens import make_counter
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class NarratorRuntime:
         await self._live.start()
         narrator = Narrator(
             bus=NatsBus(nc, js),
-            model=self.model,
+            model=TracedModel(self.model, settings),
             store=KvSessionStore(sessions),
             story_log=JetStreamStoryLog(js),
             settings=self._live,
@@ -77,7 +78,8 @@ class NarratorRuntime:
         )
 
         async def handle(msg: Msg) -> None:
-            await handle_message(msg, narrator)
+            with consuming(msg, settings.consumer_name):
+                await handle_message(msg, narrator)
 
         self.dispatcher = SessionDispatcher(handle)
         self._loop = FetchLoop(js, settings, self.dispatcher)

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     settings_bucket: str = "narrator-settings"
     sessions_bucket: str = "narrator-sessions"
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field("json", validation_alias="LOG_FORMAT")
     consumer_name: str = Field("narrator", validation_alias="NARRATOR_CONSUMER")
 
     def live_defaults(self) -> LiveSettings:

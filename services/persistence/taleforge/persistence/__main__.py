@@ -13,6 +13,8 @@ import asyncio
 import logging
 import sys
 
+from taleforge.persistence import telemetry
+from taleforge.persistence.adapters.repository import Repository, create_engine
 from taleforge.persistence.app import create_app
 from taleforge.persistence.bootstrap import declare_event_log, migrate_database
 from taleforge.persistence.rebuild import rebuild
@@ -76,7 +78,11 @@ def main(argv: list[str]) -> int:
         return 0
     if args.command == "rebuild":
         return _rebuild(args)
-    asyncio.run(create_app(settings).run())
+    telemetry.setup(settings)
+    repository = Repository(create_engine(settings.database_url))
+    app = create_app(settings, repository=repository)
+    telemetry.instrument(app, repository.engine)
+    asyncio.run(app.run())
     return 0
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from taleforge.contracts import STREAM_NAME
+from taleforge.contracts import STREAM_NAME, tracing
 from taleforge.persistence.delivery import (
     Delivery,
     EventStore,
@@ -110,8 +110,10 @@ class EventConsumer:
                     await asyncio.sleep(self.fetch_timeout_s)
                     continue
                 self._busy = True
+                received = [(r.subject, r.headers, r.metadata.num_delivered or 1) for r in raws]
                 try:
-                    await handle_batch(self.store, raws, self.policy, self._order)
+                    with tracing.consuming_batch(received, consumer=self.durable):
+                        await handle_batch(self.store, raws, self.policy, self._order)
                 finally:
                     self._busy = False
         finally:

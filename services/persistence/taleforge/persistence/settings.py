@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -30,6 +32,8 @@ class Settings(BaseSettings):
     persistence_batch_size: int = Field(100, ge=1, le=1000)
     persistence_graceful_timeout_s: float = 30.0
     persistence_log_level: str = "INFO"
+    # One JSON object per log line (json), or readable lines (text, `make dev`).
+    log_format: Literal["json", "text"] = "json"
     # How long start-up waits for NATS and Postgres to answer before giving up.
     persistence_startup_timeout_s: float = 60.0
 

@@ -14,7 +14,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError, ObjectNotFoundError
 
-from taleforge.contracts import STREAM_NAME, Envelope, publish_headers
+from taleforge.contracts import STREAM_NAME, Envelope, tracing
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ class EventBus:
             ack = await self.broker.publish(
                 event.to_bytes(),
                 event.subject(),
-                headers=publish_headers(event),
+                # Msg-Id, and the ids the consumers' logs name (FastStream adds traceparent).
+                headers=tracing.message_headers(event),
                 stream=STREAM_NAME,
                 timeout=self.publish_timeout_s,
             )

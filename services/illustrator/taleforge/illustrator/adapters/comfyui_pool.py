@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
+
 from taleforge.illustrator.adapters.comfyui import (
     ComfyUIBackend,
     ComfyUIUnavailable,
@@ -102,7 +104,9 @@ class BackendPool:
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(self.health_interval_s)
-            await self.check_health()
+            # Housekeeping, not part of any render: kept out of the traces.
+            with suppress_http_instrumentation():
+                await self.check_health()
 
     # ---- routing -------------------------------------------------------------------------
 

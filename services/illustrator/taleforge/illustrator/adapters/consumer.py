@@ -20,7 +20,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import ServiceUnavailableError
 
-from taleforge.contracts import STREAM_NAME
+from taleforge.contracts import STREAM_NAME, tracing
 from taleforge.illustrator.adapters.bus import CONSUMER_NAME
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,13 @@ class PullWorkers:
                 await asyncio.sleep(self.fetch_timeout_s)
                 continue
             for msg in messages:
-                try:
-                    await self._handle(msg)
-                except Exception:  # a handler bug must not kill the worker
-                    log.exception("render handler crashed on %s", msg.subject)
+                delivery = msg.metadata.num_delivered or 1
+                with tracing.consuming(
+                    msg.subject, msg.headers, consumer=CONSUMER_NAME, delivery=delivery
+                ):
+                    try:
+                        await self._handle(msg)
+                    except Exception:  # a handler bug must not kill the worker
+                        log.exception("render handler crashed on %s", msg.subject)
         with contextlib.suppress(Exception):
             await sub.unsubscribe()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from taleforge.contracts import STREAM_NAME, Envelope, live_subject, publish_headers
+from taleforge.contracts import STREAM_NAME, Envelope, live_subject, tracing
 
 
 class NatsBus:
@@ -16,13 +16,14 @@ class NatsBus:
 
     async def publish_event(self, event: Envelope) -> None:
         # Awaiting the PubAck: the event is durable only once the stream has it.
-        await self._js.publish(
-            event.subject(),
-            event.to_bytes(),
-            headers=publish_headers(event),
-            stream=STREAM_NAME,
-            timeout=self._timeout,
-        )
+        with tracing.publishing(event) as headers:
+            await self._js.publish(
+                event.subject(),
+                event.to_bytes(),
+                headers=headers,
+                stream=STREAM_NAME,
+                timeout=self._timeout,
+            )
 
     async def publish_live(self, event: Envelope) -> None:
         assert event.turn_id is not None, "live events belong to a turn"
