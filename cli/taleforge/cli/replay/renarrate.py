@@ -37,6 +37,7 @@ from taleforge.cli.stream import (
 from taleforge.contracts import (
     MemoryFolded,
     NarrationCompleted,
+    SessionRestored,
     TokenUsage,
     TurnFailed,
     TurnRequested,
@@ -44,11 +45,18 @@ from taleforge.contracts import (
 from taleforge.contracts.envelope import Envelope
 from taleforge.narrator.adapters.consumer import NARRATOR_FILTERS
 from taleforge.narrator.adapters.openai_client import OpenAINarrationModel
-from taleforge.narrator.history import SessionHistory, TurnView, session_history
+from taleforge.narrator.history import (
+    HistoryGap,
+    SessionHistory,
+    TurnView,
+    rewind,
+    session_history,
+)
 from taleforge.narrator.live_settings import LiveSettings
 from taleforge.narrator.model import NarrationModel
 from taleforge.narrator.narration import Narrator, NarratorConfig, RetryPolicy
 from taleforge.narrator.settings import Settings
+from taleforge.narrator.story import SessionState
 from taleforge.narrator.tokens import make_counter
 
 # The event types the narrator's consumer receives (story.events.*.<type>).
@@ -237,11 +245,16 @@ async def _run(
     live = TurnSettings(base)
     narrator = scratch_narrator(settings, model, bus, store, history, live)
     views = {v.turn_id: v for v in history.turns}
+    # The scratch story right after each re-narrated turn: where a loaded save goes back to.
+    after: dict[uuid.UUID, SessionState] = {}
     try:
         with Progress(
             total=report.planned, desc="re-narrating", unit="turn", enabled=progress
         ) as bar:
             for event in inputs:
+                if isinstance(event, SessionRestored):
+                    await _restore(event, store, history, after)
+                    continue
                 view = views.get(event.turn_id) if event.turn_id is not None else None
                 if isinstance(event, TurnRequested) and view is not None:
                     live.settings = turn_settings(
@@ -250,6 +263,7 @@ async def _run(
                 await narrator.handle(event, ScratchDelivery())
                 if not isinstance(event, TurnRequested) or view is None:
                     continue
+                after[view.turn_id] = store.states[history.session_id]
                 comparison = _compare(view, bus.by_turn.get(view.turn_id, []))
                 report.turns.append(comparison)
                 if on_turn is not None:
@@ -259,6 +273,27 @@ async def _run(
     finally:
         if own_model is not None:
             await own_model.close()
+
+
+async def _restore(
+    event: SessionRestored,
+    store: ScratchStore,
+    history: SessionHistory,
+    after: dict[uuid.UUID, SessionState],
+) -> None:
+    """A save loaded in the recorded session: the scratch story goes back to the save's turn
+    as the replay told it (as recorded, for a turn before the replay's first)."""
+    current = store.states[history.session_id]
+    if event.turn_id is not None and event.turn_id in after:
+        target = after[event.turn_id]
+    else:
+        try:
+            target = history.after(event.turn_id)
+        except KeyError:
+            raise HistoryGap(
+                f"session.restored goes back to turn {event.turn_id}, never narrated"
+            ) from None
+    await store.save(rewind(current, target))
 
 
 def _compare(view: TurnView, published: list[Envelope]) -> Comparison:

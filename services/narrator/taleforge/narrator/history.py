@@ -139,21 +139,18 @@ class SessionHistory:
             self.state = self._restored(event)
 
     def _restored(self, event: SessionRestored) -> SessionState:
-        """The story as it stood right after the save's turn (or at the opening)."""
-        if event.turn_id is None:
-            target = self._initial
-        elif event.turn_id in self._after:
-            target = self._after[event.turn_id]
-        else:
+        if event.turn_id is not None and event.turn_id not in self._after:
             raise HistoryGap(f"session.restored goes back to turn {event.turn_id}, not in the log")
-        # Turns settled since stay settled: a restore does not make them narratable again.
-        return target.model_copy(
-            update={
-                "turn_count": max(target.turn_count, self.state.turn_count),
-                "settled_turn_ids": self.state.settled_turn_ids,
-                "last_turn_seq": self.state.last_turn_seq,
-            }
-        )
+        return rewind(self.state, self.after(event.turn_id))
+
+    @property
+    def initial(self) -> SessionState:
+        """The state at the session's start (its opening)."""
+        return self._initial
+
+    def after(self, turn_id: uuid.UUID | None) -> SessionState:
+        """The state right after the turn was narrated (None: at the start)."""
+        return self._initial if turn_id is None else self._after[turn_id]
 
     def _view(self, turn_id: uuid.UUID) -> TurnView:
         view = self._turns.get(turn_id)
@@ -189,6 +186,21 @@ class SessionHistory:
         else:
             check = Check.VERIFIED if record.sha256 == sha else Check.MISMATCH
         return RebuiltPrompt(view, prompt, check, record.sha256 if record else None, sha)
+
+
+def rewind(current: SessionState, target: SessionState) -> SessionState:
+    """`current` sent back to `target` (a save's turn): the story as it stood then.
+
+    Turns settled since stay settled (a redelivered turn of the undone branch is not
+    narrated again) and numbering goes on, so summaries never reuse a turn number.
+    """
+    return target.model_copy(
+        update={
+            "turn_count": max(target.turn_count, current.turn_count),
+            "settled_turn_ids": current.settled_turn_ids,
+            "last_turn_seq": current.last_turn_seq,
+        }
+    )
 
 
 def session_history(session_id: uuid.UUID, events: Iterable[Envelope]) -> SessionHistory:
