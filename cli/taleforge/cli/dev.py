@@ -22,6 +22,7 @@ import httpx
 from taleforge.api.settings import DEV_JWT_SECRET
 from taleforge.cli.embedded import EmbeddedNats, EmbeddedPostgres, free_port, free_ports
 from taleforge.cli.processes import Child, LogSink
+from taleforge.cli.trace_sink import TraceSink, dev_telemetry
 
 SERVICES = ("persistence", "narrator", "illustrator", "api")
 DURABLE_CONSUMERS = ("persistence", "narrator", "illustrator")
@@ -47,6 +48,8 @@ class DevConfig:
     comfyui_render_ms: int = 800
     # API processes behind one database and bus (the first on api_port, others on free ports).
     api_replicas: int = 1
+    # Spans to data_dir/traces.jsonl (`taleforge trace`); False: the OpenTelemetry SDK off.
+    tracing: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -81,6 +84,7 @@ class DevStack:
         self.env: dict[str, str] = {}
         self.api_ports: list[int] = [config.api_port]
         self.restarts: Counter[str] = Counter()  # deliberate restarts (`restart`), per child
+        self.trace_sink: TraceSink | None = None
 
     # -- URLs -----------------------------------------------------------------------------
     @property
@@ -95,6 +99,10 @@ class DevStack:
     @staticmethod
     def api_name(replica: int) -> str:
         return "api" if replica == 0 else f"api-{replica + 1}"
+
+    @property
+    def traces_path(self) -> Path:
+        return self.config.data_dir / "traces.jsonl"
 
     @property
     def nats_url(self) -> str:
@@ -140,6 +148,7 @@ class DevStack:
         self._migrate()
         self._start_sandboxes()
         env.update(cfg.extra_env)
+        self.trace_sink = dev_telemetry(env, self.traces_path, tracing=cfg.tracing)
         env["API_PORT"] = str(cfg.api_port)
         env.setdefault("API_HOST", "127.0.0.1")
         # Migrations just ran, as the one-shot deploy step does; the service need not repeat them.
@@ -280,3 +289,5 @@ class DevStack:
             self.nats.stop()
         if self.postgres is not None:
             self.postgres.stop()
+        if self.trace_sink is not None:
+            self.trace_sink.stop()

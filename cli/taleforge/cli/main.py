@@ -8,6 +8,7 @@ taleforge events --session S | --turn T | --since 15m [--follow] [--json]   a ti
 taleforge show-prompt TURN_ID   the exact prompt the narrator sent for a turn
 taleforge replay --session S --renarrate [--model M] [--temperature T] [--from-turn N]
 taleforge replay --rebuild --into DATABASE_URL
+taleforge trace TURN_ID       the turn's spans as a waterfall (what taleforge dev traced)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from taleforge.cli.debugging import add_debug_commands
 from taleforge.cli.tokens import DEV_USER_ID, mint_token
+from taleforge.cli.trace import register as add_trace_command
 
 if TYPE_CHECKING:
     from taleforge.cli.dev import DevStack
@@ -84,6 +86,7 @@ def _banner(stack: DevStack, token: str) -> str:
    export TOKEN={token}
 
  Play two turns:  API={stack.api_url} scripts/play.sh
+ A turn's trace:  taleforge trace TURN_ID     (spans in {stack.traces_path})
 ──────────────────────────────────────────────────────────────────────────────
 """
 
@@ -143,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(func=cmd_sandbox)
 
     add_debug_commands(sub)  # events, show-prompt, replay
+    add_trace_command(sub, _default_data_dir())
 
     schemas = sub.add_parser("schemas", help="event JSON Schemas")
     schemas.add_argument("action", choices=["export"])
