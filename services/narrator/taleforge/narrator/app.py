@@ -11,6 +11,7 @@ from nats.aio.msg import Msg
 from taleforge.narrator.adapters.bus import NatsBus
 from taleforge.narrator.adapters.consumer import FetchLoop, prepare_jetstream
 from taleforge.narrator.adapters.openai_client import OpenAINarrationModel
+from taleforge.narrator.adapters.session_events import JetStreamSessionEvents
 from taleforge.narrator.adapters.session_store import KvSessionStore, open_bucket
 from taleforge.narrator.adapters.settings_kv import KvSettings
 from taleforge.narrator.adapters.story_log import JetStreamStoryLog
@@ -18,6 +19,7 @@ from taleforge.narrator.dispatch import SessionDispatcher
 from taleforge.narrator.handlers import handle_message
 from taleforge.narrator.model import NarrationModel
 from taleforge.narrator.narration import FirstDeltaObserver, Narrator, NarratorConfig, RetryPolicy
+from taleforge.narrator.restore import Restorer
 from taleforge.narrator.settings import Settings
 from taleforge.narrator.telemetry import TracedModel, consuming
 from taleforge.narrator.tokens import make_counter
@@ -54,10 +56,13 @@ class NarratorRuntime:
             await open_bucket(js, settings.settings_bucket), settings.live_defaults()
         )
         await self._live.start()
+        # One store for both: its cache holds the KV revision each write must follow.
+        store = KvSessionStore(sessions)
+        restorer = Restorer(store, JetStreamSessionEvents(js))
         narrator = Narrator(
             bus=NatsBus(nc, js),
             model=TracedModel(self.model, settings),
-            store=KvSessionStore(sessions),
+            store=store,
             story_log=JetStreamStoryLog(js),
             settings=self._live,
             counter=make_counter(settings.tokenizer),
@@ -79,7 +84,7 @@ class NarratorRuntime:
 
         async def handle(msg: Msg) -> None:
             with consuming(msg, settings.consumer_name):
-                await handle_message(msg, narrator)
+                await handle_message(msg, narrator, restorer)
 
         self.dispatcher = SessionDispatcher(handle)
         self._loop = FetchLoop(js, settings, self.dispatcher)

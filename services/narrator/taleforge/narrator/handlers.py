@@ -7,8 +7,15 @@ import time
 
 from nats.aio.msg import Msg
 
-from taleforge.contracts import InvalidEvent, SessionStarted, TurnRequested, parse_event
+from taleforge.contracts import (
+    InvalidEvent,
+    SessionRestored,
+    SessionStarted,
+    TurnRequested,
+    parse_event,
+)
 from taleforge.narrator.narration import Narrator
+from taleforge.narrator.restore import Restorer
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +43,21 @@ class JetStreamDelivery:
         await self._msg.in_progress()
 
 
-async def handle_message(msg: Msg, narrator: Narrator) -> None:
+async def handle_message(msg: Msg, narrator: Narrator, restorer: Restorer) -> None:
     delivery = JetStreamDelivery(msg)
     try:
         event = parse_event(msg.data)
-        if not isinstance(event, TurnRequested | SessionStarted):
+        if not isinstance(event, TurnRequested | SessionStarted | SessionRestored):
             raise InvalidEvent(f"unexpected {event.type} on {msg.subject}", event_type=event.type)
     except InvalidEvent as exc:
         log.error("terminating malformed message on %s: %s", msg.subject, exc.reason)
         await delivery.term()
         return
     try:
-        await narrator.handle(event, delivery)
+        if isinstance(event, SessionRestored):
+            await restorer.restore(event, delivery)
+        else:
+            await narrator.handle(event, delivery)
     except Exception:
         # Publishing or saving failed (the bus itself is in trouble): let JetStream retry.
         log.exception("could not settle %s %s; it will be redelivered", event.type, event.event_id)

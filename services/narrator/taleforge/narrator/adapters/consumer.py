@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 TURN_REQUESTED_FILTER = events_filter(event_type="turn.requested")
 SESSION_STARTED_FILTER = events_filter(event_type="session.started")
-NARRATOR_FILTERS = [SESSION_STARTED_FILTER, TURN_REQUESTED_FILTER]
+# Loading a save rewinds the session's state (restore.py), in order with its turns.
+SESSION_RESTORED_FILTER = events_filter(event_type="session.restored")
+NARRATOR_FILTERS = [SESSION_STARTED_FILTER, TURN_REQUESTED_FILTER, SESSION_RESTORED_FILTER]
 
 
 def consumer_config(settings: Settings) -> ConsumerConfig:
