@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,24 @@ def _field_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return problem(exc.status_code, detail, slug=_SLUGS.get(exc.status_code), headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return problem(exc.status_code, detail, slug=_SLUGS.get(exc.status_code), headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the path, not only those of the first route Starlette tried (each
+    FastAPI operation is its own route)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        route_methods = getattr(route, "methods", None) or set()
+        for method in route_methods:
+            match, _ = route.matches({**request.scope, "method": method})
+            if match is Match.FULL:
+                methods |= set(route_methods)
+                break
+    return ", ".join(sorted(methods))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
