@@ -43,7 +43,8 @@ async def open_bucket(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
             bucket=BUCKET,
             history=1,
             ttl=2 * WINDOW_S,  # a window's counter outlives it a little, then goes
-            storage=StorageType.MEMORY,
+            # File: a memory bucket is gone after a NATS server restart (limits off silently).
+            storage=StorageType.FILE,
             replicas=replicas,
             description="Taleforge API: requests per player per minute",
         )

@@ -53,12 +53,13 @@ class Busy:
 
 async def open_bucket(js: JetStreamContext, *, ttl_s: float, replicas: int = 1) -> KeyValue:
     # Created by the API itself: only the API uses it. Same config from every replica, so
-    # concurrent creates agree.
+    # concurrent creates agree. File storage: a memory bucket is gone after a NATS server
+    # restart, and every turn would answer 503 until the API itself restarted.
     config = KeyValueConfig(
         bucket=BUCKET,
         history=1,
         ttl=ttl_s,
-        storage=StorageType.MEMORY,
+        storage=StorageType.FILE,
         replicas=replicas,
         description="Taleforge API: the turn in flight per session (key = session id)",
     )

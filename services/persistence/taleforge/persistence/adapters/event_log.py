@@ -56,13 +56,14 @@ def story_stream_config(
 def live_stream_config(
     *, max_age_s: float = 3600, max_bytes: int = 256 * 1024 * 1024, replicas: int = 1
 ) -> StreamConfig:
-    # Memory storage and a short age: deltas matter only while a client may still reconnect
-    # to its turn; the narration itself is in STORY (NarrationCompleted).
+    # A short age: deltas matter only while a client may still reconnect to its turn; the
+    # narration itself is in STORY (NarrationCompleted). File storage, because a memory
+    # stream is gone after a NATS server restart, and the API follows turns through it.
     return StreamConfig(
         name=LIVE_STREAM_NAME,
         subjects=list(LIVE_STREAM_SUBJECTS),
         retention=RetentionPolicy.LIMITS,
-        storage=StorageType.MEMORY,
+        storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
         max_age=max_age_s,
         max_bytes=max_bytes,
