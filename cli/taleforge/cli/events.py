@@ -136,6 +136,8 @@ class Timeline:
         number = self.number(row)
         if not self.keep(row):
             return
+        if self.shown == 0:
+            self.header()
         at = self.when(row)
         gap = None if self._previous is None else (at - self._previous).total_seconds()
         self._previous = at
@@ -200,7 +202,6 @@ async def show(nats_url: str, selection: Selection, *, as_json: bool, out: TextI
 
         timeline = Timeline(out, as_json, numbered=session is not None and start is None)
         timeline.keep = keep
-        timeline.header()
         new_only = selection.follow and session is None and start is None
         reader = Reader(js, subject, start_time=start, new_only=new_only)
         async with reader:

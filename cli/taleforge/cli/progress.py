@@ -7,6 +7,7 @@ is a terminal (tqdm's own check) and the work is long enough to be worth one.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Coroutine
 from types import TracebackType
@@ -61,3 +62,7 @@ def run_until_interrupted(work: Coroutine[Any, Any, int], *, on_interrupt: int =
     except KeyboardInterrupt:
         print("stopped (Ctrl-C)", file=sys.stderr, flush=True)
         return on_interrupt
+    except BrokenPipeError:
+        # The reader left (`| head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

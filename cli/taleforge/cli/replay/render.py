@@ -89,13 +89,11 @@ def totals(report: ReplayReport) -> str:
 
 
 def header(report: ReplayReport) -> str:
-    model = report.model or "the original models"
-    temperature = (
-        "the original temperatures" if report.temperature is None else f"{report.temperature:g}"
-    )
+    model = report.model or "as recorded"
+    temperature = "as recorded" if report.temperature is None else f"{report.temperature:g}"
     return (
         f"Re-narrating session {report.session_id} from turn {report.from_turn} "
-        f"({report.planned} turns) with {model}, temperature {temperature}.\n"
+        f"({report.planned} turns): model {model}, temperature {temperature}.\n"
         f"Scratch run {report.run_id}: events on {report.subjects}; nothing live changes."
     )
 
