@@ -186,10 +186,13 @@ def a_session() -> SessionStarted:
     )
 
 
-async def play(log: Log, inputs: list[tuple[InputType, str]] = INPUTS) -> Played:
-    """Start a session and play its turns one after another, as a player would."""
-    played = Played(a_session())
-    await log.publish(played.session)
+async def play(
+    log: Log, inputs: list[tuple[InputType, str]] = INPUTS, played: Played | None = None
+) -> Played:
+    """Start a session (or go on with `played`) and play turns one after another."""
+    if played is None:
+        played = Played(a_session())
+        await log.publish(played.session)
     for input_type, text in inputs:
         turn = TurnRequested(
             session_id=played.session_id,

@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,9 @@ from faststream import TestApp
 
 from taleforge.cli.replay.renarrate import ReplayReport, renarrate
 from taleforge.cli.replay.render import footer, side_by_side
-from taleforge.contracts import STREAM_NAME
+from taleforge.cli.show_prompt import rebuild_prompt
+from taleforge.contracts import STREAM_NAME, InputType, SessionRestored
+from taleforge.narrator.history import Check
 from taleforge.narrator.pricing import DEFAULT_PRICES, cost_usd
 from taleforge.persistence.app import create_app as create_persistence
 from taleforge.persistence.settings import Settings as PersistenceSettings
@@ -28,7 +31,16 @@ from taleforge.sandboxes.openai import create_app as create_sandbox
 from taleforge.sandboxes.serving import serve_in_thread
 
 from ...support import asyncpg_dsn
-from .conftest import Played, narrations_sent, narrator_settings, sandbox_requests
+from .conftest import (
+    INPUTS,
+    Log,
+    Narrators,
+    Played,
+    narrations_sent,
+    narrator_settings,
+    play,
+    sandbox_requests,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +215,39 @@ async def test_the_command_side_by_side_then_ctrl_c_and_rebuild(
     assert proc.returncode == 0, stderr
     assert b"rebuilt 21 events" in stdout
     assert (await row_counts(database_url))["turns"] == 5
+
+
+async def test_a_loaded_save_is_shown_and_replayed_as_the_story_went_on(
+    log: Log, narrators: Narrators, sandbox: str, nats_url: str
+) -> None:
+    await narrators.start()
+    played = await play(log, INPUTS[:3])
+    first = played.turns[0]
+    # The player loads a save made after the first turn: turns 2 and 3 are undone.
+    await log.publish(
+        SessionRestored(
+            session_id=played.session_id,
+            user_id=played.session.user_id,
+            turn_id=first.turn_id,
+            save_id=uuid.uuid4(),
+        )
+    )
+    await play(log, [(InputType.SPEECH, "Let us try the other path")], played)
+    await narrators.stop()
+    after = played.turns[-1]
+    sent = narrations_sent(sandbox)[str(after.turn_id)]
+    assert all(INPUTS[1][1] not in m["content"] for m in sent["input"])  # turn 2 is undone
+
+    rebuilt = await rebuild_prompt(nats_url, after.turn_id, played.session_id)
+    assert rebuilt.check is Check.VERIFIED, rebuilt.explain()
+    assert rebuilt.prompt.messages == sent["input"]
+
+    already_sent = len(sandbox_requests(sandbox))
+    report = ReplayReport(played.session_id, "test4", 1, None, None)
+    settings = narrator_settings(nats_url, sandbox)
+    await renarrate(nats_url, played.session_id, report, settings=settings, progress=False)
+    assert [c.number for c in report.turns] == [1, 2, 3, 4]
+    replayed = [r["body"] for r in sandbox_requests(sandbox)[already_sent:]]
+    # The sandbox tells the same story again, so the replay's last prompt is the original's:
+    # the restore was replayed too.
+    assert replayed[-1]["input"] == sent["input"]
