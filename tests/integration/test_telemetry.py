@@ -1,5 +1,5 @@
 """One trace per turn: the four services' apps in this process, real NATS and Postgres, both
-sandboxes, spans kept in memory.
+sandboxes, spans kept in memory. And a service process's Prometheus endpoint and JSON logs.
 
 The SDK's tracer provider is process-global and can be set once: this module sets it, and
 stops its exporter afterwards, so later tests only make spans nobody keeps.
@@ -12,6 +12,9 @@ import contextlib
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -31,6 +34,7 @@ from taleforge.api.app import create_app as create_api
 from taleforge.api.auth import issue_token
 from taleforge.api.settings import DEV_JWT_SECRET
 from taleforge.api.settings import Settings as ApiSettings
+from taleforge.cli.embedded import free_port
 from taleforge.contracts.log_format import JsonFormatter
 from taleforge.contracts.tracing import TURN_ID
 from taleforge.illustrator.app import create_app as create_illustrator
@@ -222,3 +226,42 @@ async def test_one_turn_is_one_trace_across_the_four_services(
     narrated = [line for line in lines if line["message"].startswith(f"narrated turn {turn_id}")]
     assert narrated and narrated[0]["trace_id"] == format(trace_id, "032x")
     assert narrated[0]["turn_id"] == turn_id
+
+
+async def test_a_service_serves_prometheus_metrics_and_logs_json(
+    nats_url: str, migrated_database_url: str
+) -> None:
+    """Persistence as a process, configured as compose configures it (OTEL_* variables)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "NATS_URL": nats_url,
+        "DATABASE_URL": migrated_database_url,
+        "PERSISTENCE_MIGRATE_ON_START": "false",
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
+        "LOG_FORMAT": "json",
+    }
+    service = subprocess.Popen(
+        [sys.executable, "-m", "taleforge.persistence"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lag = 'taleforge_consumer_pending{messaging_consumer_group_name="persistence",'
+    try:
+        async with httpx.AsyncClient(timeout=5) as http, asyncio.timeout(60):
+            while True:
+                assert service.poll() is None, "persistence exited"
+                with contextlib.suppress(httpx.HTTPError):
+                    scraped = await http.get(f"http://127.0.0.1:{port}/metrics")
+                    if lag in scraped.text:
+                        break
+                await asyncio.sleep(0.2)
+    finally:
+        service.terminate()
+        _, stderr = service.communicate(timeout=30)
+    assert service.returncode == 0, stderr
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert any(line["logger"] == "taleforge.persistence.consumer" for line in lines), stderr

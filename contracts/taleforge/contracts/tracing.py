@@ -145,6 +145,9 @@ def consuming_batch(
     One message: as `consuming`. Several: each gets its CONSUMER span in its own trace, and
     the work done for all of them (one transaction) runs under a batch span linked to those.
     """
+    if not messages:
+        yield
+        return
     if len(messages) == 1:
         subject, headers, delivery = messages[0]
         with consuming(subject, headers, consumer=consumer, delivery=delivery):

@@ -1,4 +1,4 @@
-"""The API's telemetry: SDK set-up, SQL and publish spans, SSE clients.
+"""The API's telemetry: SDK set-up, SQL and publish spans, SSE clients connected.
 
 The SDK is configured by the standard OTEL_* variables (nothing is exported while they are
 unset). FastAPI traces its requests itself once a tracer provider is set (a SERVER span,
@@ -10,9 +10,8 @@ the narrator.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -20,18 +19,26 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from opentelemetry import metrics
 from opentelemetry.distro import OpenTelemetryConfigurator
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from taleforge.api.settings import Settings
+from taleforge.api.streaming.sse import SSE_CLIENTS
 from taleforge.contracts.log_format import configure_logging
 
 SERVICE_NAME = "api"
 # Probes would be most of the traces and say nothing.
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz"})
 
-_sse_clients = metrics.get_meter(__name__).create_up_down_counter(
+
+def _sse_clients(options: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(SSE_CLIENTS.count)]
+
+
+metrics.get_meter(__name__).create_observable_up_down_counter(
     "taleforge.sse.clients",
+    callbacks=[_sse_clients],
     unit="{client}",
-    description="Players connected to a server-sent event stream right now.",
+    description="Players connected to a turn's server-sent event stream now, in this process.",
 )
 
 
@@ -53,13 +60,3 @@ def instrument(app: FastAPI) -> FastAPI:
 def untraced(scope: MutableMapping[str, Any]) -> bool:
     """FastAPI's telemetry `exclude`: no spans or request metrics for probes."""
     return scope.get("path") in UNTRACED_PATHS
-
-
-@contextlib.contextmanager
-def sse_client() -> Iterator[None]:
-    """Count a player as connected while an event stream is open: `with sse_client(): ...`."""
-    _sse_clients.add(1)
-    try:
-        yield
-    finally:
-        _sse_clients.add(-1)
