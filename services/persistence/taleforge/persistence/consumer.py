@@ -109,13 +109,15 @@ class EventConsumer:
                     log.warning("fetch from %s failed: %s; retrying", self.durable, exc)
                     await asyncio.sleep(self.fetch_timeout_s)
                     continue
-                if not raws:
-                    continue  # a fetch cut short by shutdown returns nothing
                 self._busy = True
-                received = [(r.subject, r.headers, r.metadata.num_delivered or 1) for r in raws]
                 try:
+                    received = [(r.subject, r.headers, r.metadata.num_delivered or 1) for r in raws]
                     with tracing.consuming_batch(received, consumer=self.durable):
                         await handle_batch(self.store, raws, self.policy, self._order)
+                except Exception:
+                    # Never let one batch end the loop (the process would look alive and
+                    # consume nothing): what was not settled is redelivered after ack_wait.
+                    log.exception("applying a batch from %s failed; carrying on", self.durable)
                 finally:
                     self._busy = False
         finally:
