@@ -109,7 +109,7 @@ def render(rebuilt: RebuiltPrompt) -> str:
             )
             lines.append(
                 f"prompt format {record.format}, ~{record.tokens} tokens, {summary}, "
-                f"{len(record.turn_ids)} recent turns" + (", opening" if record.opening else "")
+                f"{record.turns} recent turns" + (", opening" if record.opening else "")
             )
     elif view.outcome is not None:
         lines.append(f"turn failed: {view.outcome.type}")

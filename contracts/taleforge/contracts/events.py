@@ -104,9 +104,10 @@ class PromptRecord(BaseModel):
         default=0, description="The summary in the prompt covered turns 1..N (0: no summary)."
     )
     opening: bool = Field(default=False, description="The scenario's opening was in the history.")
-    turn_ids: list[UUID] = Field(
-        default_factory=list, description="The recent turns in the history, oldest first."
-    )
+    # A count and the first, not every id: the history is a run of consecutive turns, and
+    # forty ids would double the size of each narration event.
+    turns: NonNegativeInt = Field(default=0, description="Recent turns in the history.")
+    first_turn_id: UUID | None = Field(default=None, description="The oldest of them.")
     tokens: NonNegativeInt | None = Field(default=None, description="Estimated prompt tokens.")
 
 

@@ -180,6 +180,14 @@ async def test_a_wrong_record_or_another_format_is_not_passed_off_as_exact() -> 
         assert rebuilt.check is check
         assert rebuilt.explain()
 
+    # A mismatch says where the rebuilt inputs differ from the narrator's record.
+    log = list(session.log)
+    log[index] = completed.model_copy(
+        update={"prompt": completed.prompt.model_copy(update={"sha256": "0" * 64, "turns": 7})}
+    )
+    explained = session_history(session.started.session_id, log).prompt(turn.turn_id).explain()
+    assert "0 recent turns from None, recorded 7 from None" in explained
+
 
 async def test_a_narration_without_its_request_is_a_gap() -> None:
     session = Session()

@@ -67,6 +67,29 @@ class RebuiltPrompt:
     check: Check
     recorded_sha256: str | None
     sha256: str
+    state: SessionState  # what the prompt was rebuilt from
+
+    def differences(self) -> str:
+        """Where the rebuilt inputs differ from what the narrator recorded."""
+        record = self.view.completed.prompt if self.view.completed is not None else None
+        if record is None:
+            return ""
+        first = self.state.turns[0].turn_id if self.state.turns else None
+        rebuilt = (
+            self.state.summarized_through if self.state.summary else 0,
+            len(self.state.turns),
+        )
+        found = []
+        if rebuilt[0] != record.summarized_through:
+            found.append(f"summary through turn {rebuilt[0]}, recorded {record.summarized_through}")
+        if (rebuilt[1], first) != (record.turns, record.first_turn_id):
+            found.append(
+                f"{rebuilt[1]} recent turns from {first}, recorded {record.turns} from "
+                f"{record.first_turn_id}"
+            )
+        if bool(self.state.opening) != record.opening:
+            found.append(f"opening {'in' if self.state.opening else 'not in'} the rebuild only")
+        return "; ".join(found) or "same summary and recent turns: the text itself differs"
 
     def explain(self) -> str:
         if self.check is Check.VERIFIED:
@@ -74,8 +97,8 @@ class RebuiltPrompt:
         if self.check is Check.MISMATCH:
             return (
                 f"NOT the prompt that was sent: rebuilt sha256 {self.sha256}, recorded "
-                f"{self.recorded_sha256} (the state was changed outside the log, or a fold "
-                "was redone after a crash)"
+                f"{self.recorded_sha256} ({self.differences()}; the state was changed outside "
+                "the log, or a fold was redone after a crash)"
             )
         if self.check is Check.OTHER_FORMAT:
             recorded = self.view.completed and self.view.completed.prompt
@@ -185,7 +208,7 @@ class SessionHistory:
             check = Check.OTHER_FORMAT
         else:
             check = Check.VERIFIED if record.sha256 == sha else Check.MISMATCH
-        return RebuiltPrompt(view, prompt, check, record.sha256 if record else None, sha)
+        return RebuiltPrompt(view, prompt, check, record.sha256 if record else None, sha, state)
 
 
 def rewind(current: SessionState, target: SessionState) -> SessionState:

@@ -40,7 +40,8 @@ def prompt_record(prompt: Prompt, state: SessionState, counter: TokenCounter) ->
         sha256=prompt_sha256(prompt),
         summarized_through=state.summarized_through if state.summary else 0,
         opening=bool(state.opening),
-        turn_ids=[record.turn_id for record in state.turns],
+        turns=len(state.turns),
+        first_turn_id=state.turns[0].turn_id if state.turns else None,
         tokens=prompt.tokens(counter),
     )
 
