@@ -1,8 +1,8 @@
 """One trace per turn: the four services' apps in this process, real NATS and Postgres, both
 sandboxes, spans kept in memory. And a service process's Prometheus endpoint and JSON logs.
 
-The SDK's tracer provider is process-global and can be set once: this module sets it, and
-stops its exporter afterwards, so later tests only make spans nobody keeps.
+The SDK's tracer and meter providers are process-global and can be set once: this module
+sets them, and stops its exporter afterwards, so later tests only make spans nobody keeps.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -54,7 +56,16 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def exporter() -> Iterator[InMemorySpanExporter]:
+def metric_reader() -> InMemoryMetricReader:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    metrics.set_meter_provider(provider)
+    assert metrics.get_meter_provider() is provider, "another test set a meter provider first"
+    return reader
+
+
+@pytest.fixture(scope="module")
+def exporter(metric_reader: InMemoryMetricReader) -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -158,6 +169,7 @@ def _one(spans: list[ReadableSpan], **match: Any) -> ReadableSpan:
 
 async def test_one_turn_is_one_trace_across_the_four_services(
     exporter: InMemorySpanExporter,
+    metric_reader: InMemoryMetricReader,
     nats_url: str,
     migrated_database_url: str,
     sandboxes: tuple[str, str],
@@ -226,6 +238,25 @@ async def test_one_turn_is_one_trace_across_the_four_services(
     narrated = [line for line in lines if line["message"].startswith(f"narrated turn {turn_id}")]
     assert narrated and narrated[0]["trace_id"] == format(trace_id, "032x")
     assert narrated[0]["turn_id"] == turn_id
+
+    # The turn's metrics were recorded.
+    data = metric_reader.get_metrics_data()
+    assert data is not None
+    recorded_metrics = {
+        metric.name
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    assert {
+        "taleforge.turn.duration",
+        "taleforge.narration.time_to_first_token",
+        "taleforge.narrator.tokens",
+        "taleforge.narrator.cost",
+        "taleforge.image.render.duration",
+        "taleforge.consumer.pending",
+        "taleforge.sse.clients",
+    } <= recorded_metrics
 
 
 async def test_a_service_serves_prometheus_metrics_and_logs_json(
