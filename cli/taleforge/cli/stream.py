@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from taleforge.cli.progress import Progress
 from taleforge.contracts import STREAM_NAME, STREAM_SUBJECTS, InvalidEvent, events_filter
 from taleforge.contracts import parse_event as parse_story_event
 from taleforge.contracts.events import StoryEvent
@@ -249,8 +250,10 @@ async def session_events(js: JetStreamContext, session_id: uuid.UUID) -> list[St
     """Every kept event of the session, oldest first."""
     rows: list[StreamEvent] = []
     async with Reader(js, events_filter(session_id)) as reader:
-        async for raws in reader.backlog():
-            rows += [parse(raw) for raw in raws]
+        with Progress(total=reader.pending, desc="reading", unit="ev", min_total=20_000) as bar:
+            async for raws in reader.backlog():
+                rows += [parse(raw) for raw in raws]
+                bar.update(len(raws))
     return rows
 
 
@@ -279,12 +282,16 @@ async def find_turn_session(js: JetStreamContext, turn_id: uuid.UUID) -> uuid.UU
     """The session of a turn, from its turn.requested (a scan: pass --session to skip it)."""
     async with Reader(js, events_filter(event_type="turn.requested")) as reader:
         needle = str(turn_id)
-        async for raws in reader.backlog():
-            for raw in raws:
-                if needle.encode() not in raw.data:
-                    continue
-                with contextlib.suppress(ValueError, KeyError, TypeError):
-                    body = json.loads(raw.data)
-                    if body.get("turn_id") == needle:
-                        return uuid.UUID(body["session_id"])
+        with Progress(
+            total=reader.pending, desc="finding the turn", unit="ev", min_total=20_000
+        ) as bar:
+            async for raws in reader.backlog():
+                bar.update(len(raws))
+                for raw in raws:
+                    if needle.encode() not in raw.data:
+                        continue
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        body = json.loads(raw.data)
+                        if body.get("turn_id") == needle:
+                            return uuid.UUID(body["session_id"])
     return None
