@@ -262,10 +262,10 @@ def check_session_complete(session_id: uuid.UUID, rows: list[StreamEvent], kept:
     if not rows:
         if kept.has_dropped:
             raise AgedOut(
-                f"session {session_id} has no events left in stream {STREAM_NAME}: it may have "
+                f"no events for session {session_id} in stream {STREAM_NAME}: it may have "
                 f"aged out ({kept.explain()})"
             )
-        raise NotInStream(f"session {session_id} has no events in stream {STREAM_NAME}")
+        raise NotInStream(f"no events for session {session_id} in stream {STREAM_NAME}")
     if rows[0].type != "session.started":
         if kept.has_dropped:
             raise AgedOut(
