@@ -10,11 +10,14 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 RUN := $(UV) run --frozen --all-packages
 PYTEST_ARGS ?=
 
-.PHONY: help uv sync dev test test-unit test-integration test-e2e lint fmt schemas bench clean
+.PHONY: help uv sync dev test test-unit test-integration test-e2e test-faults test-load lint fmt \
+	schemas bench clean
 
 help:
 	@echo "make dev      run the whole stack locally (NATS, Postgres, sandboxes, 4 services)"
 	@echo "make test     run unit, integration and end-to-end tests"
+	@echo "make test-faults   the fault suite (kills, restarts, poison; prints its table)"
+	@echo "make test-load     the load run (200 players over SSE; prints its figures)"
 	@echo "make lint     ruff + mypy"
 	@echo "make bench    benchmarks (speed figures)"
 	@echo "make schemas  re-export the events' JSON Schemas"
@@ -41,6 +44,15 @@ test-integration: sync
 
 test-e2e: sync
 	$(RUN) pytest tests/e2e $(PYTEST_ARGS)
+
+# The fault suite: kill -9, NATS and Postgres restarts, sandbox faults and poison while
+# players play (TALEFORGE_FAULTS_SEED=<seed> replays one; see tests/faults/test_storm.py).
+test-faults: sync
+	$(RUN) pytest tests/faults $(PYTEST_ARGS)
+
+# The load run: LOAD_PLAYERS (200) players through the API for LOAD_DURATION_S (60) s.
+test-load: sync
+	$(RUN) python -m benchmarks load
 
 lint: sync
 	$(RUN) ruff check .
