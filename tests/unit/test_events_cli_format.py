@@ -54,9 +54,9 @@ def test_retention_is_explained_with_its_limits() -> None:
     )
     assert kept.has_dropped
     assert kept.explain() == (
-        "the oldest event kept is seq 6, from 2026-01-02T03:04:05.000Z; retention removes "
-        "events older than 30 days and the oldest beyond 5 events "
-        "(STREAM_MAX_AGE_S, STREAM_MAX_BYTES)"
+        "retention removes events older than 30 days and the oldest beyond 5 events "
+        "(STREAM_MAX_AGE_S, STREAM_MAX_BYTES); the stream's oldest event is seq 6, "
+        "from 2026-01-02T03:04:05.000Z"
     )
 
 

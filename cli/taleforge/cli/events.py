@@ -248,7 +248,8 @@ async def _backlog(
                     try:
                         check_session_complete(session, [row], kept)
                     except (AgedOut, NotInStream) as exc:
-                        warn(f"{exc}; showing what is left")
+                        timeline.numbered = False  # the first turns are missing
+                        warn(f"{exc}. Showing what is left")
                         status = EXIT_AGED_OUT if isinstance(exc, AgedOut) else status
                 timeline.write(row)
             bar.update(len(raws))

@@ -64,22 +64,23 @@ class Retention:
         return self.first_seq > 1
 
     def limits(self) -> str:
-        parts = []
+        parts: list[str] = []
         if self.max_age_s:
             parts.append(f"events older than {_duration(self.max_age_s)}")
         if self.max_bytes > 0:
             parts.append(f"the oldest beyond {self.max_bytes / 2**20:.1f} MiB")
         if self.max_msgs > 0:
             parts.append(f"the oldest beyond {self.max_msgs} events")
-        return "retention removes " + (" and ".join(parts) if parts else "nothing")
+        removes = " and ".join(parts) if parts else "nothing"
+        return f"retention removes {removes} (STREAM_MAX_AGE_S, STREAM_MAX_BYTES)"
 
     def oldest(self) -> str:
         if self.first_time is None:
             return f"the stream is empty (next seq {self.last_seq + 1})"
-        return f"the oldest event kept is seq {self.first_seq}, from {iso(self.first_time)}"
+        return f"the stream's oldest event is seq {self.first_seq}, from {iso(self.first_time)}"
 
     def explain(self) -> str:
-        return f"{self.oldest()}; {self.limits()} (STREAM_MAX_AGE_S, STREAM_MAX_BYTES)"
+        return f"{self.limits()}; {self.oldest()}"
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,7 @@ def check_session_complete(session_id: uuid.UUID, rows: list[StreamEvent], kept:
         if kept.has_dropped:
             raise AgedOut(
                 f"the start of session {session_id} aged out of stream {STREAM_NAME}: its "
-                f"oldest kept event is seq {rows[0].seq} ({rows[0].type}); {kept.explain()}"
+                f"events before seq {rows[0].seq} are gone: {kept.explain()}"
             )
         raise NotInStream(
             f"session {session_id} has no session.started event (first kept: seq "
