@@ -42,10 +42,10 @@ import httpx
 import nats
 import psutil
 
-from taleforge.cli.dev import DevConfig, DevStack
+from taleforge.cli.dev import DURABLE_CONSUMERS, DevConfig, DevStack
 from taleforge.cli.processes import LogSink
 from taleforge.cli.tokens import mint_token
-from taleforge.contracts import LIVE_PREFIX
+from taleforge.contracts import LIVE_PREFIX, STREAM_NAME
 
 INPUTS = [
     ("speech", "Who goes there?"),
@@ -290,7 +290,7 @@ class PeakMemory:
 
 
 def stack_processes(stack: DevStack) -> dict[str, list[psutil.Process]]:
-    found: dict[str, list[psutil.Process]] = {}
+    found: dict[str, list[psutil.Process]] = {"players (this process)": [psutil.Process()]}
     for name, child in stack.children.items():
         if child.proc is not None:
             found[name] = [psutil.Process(child.proc.pid)]
@@ -302,25 +302,82 @@ def stack_processes(stack: DevStack) -> dict[str, list[psutil.Process]]:
     return found
 
 
+class Backlogs:
+    """Peak messages waiting (num_pending) and in hand (num_ack_pending) per consumer."""
+
+    def __init__(self, nats_url: str) -> None:
+        self.nats_url = nats_url
+        self.peak: dict[str, tuple[int, int]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        nc = await nats.connect(self.nats_url)
+        try:
+            js = nc.jetstream()
+            while True:
+                for name in DURABLE_CONSUMERS:
+                    with contextlib.suppress(Exception):
+                        info = await js.consumer_info(STREAM_NAME, name)
+                        waiting, held = self.peak.get(name, (0, 0))
+                        self.peak[name] = (
+                            max(waiting, info.num_pending or 0),
+                            max(held, info.num_ack_pending or 0),
+                        )
+                await asyncio.sleep(1.0)
+        finally:
+            await nc.close()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
 # -- the run ---------------------------------------------------------------------------------
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def images_done(stack: DevStack) -> tuple[int, int, int]:
+@dataclass
+class ReadModel:
+    """Where a turn's time went, from the read model (medians over the run, ms)."""
+
+    images: tuple[int, int, int]  # completed, failed, still queued
+    to_narrator_ms: float  # requested (API) -> narration.started (narrator took it)
+    model_first_token_ms: float  # the narrator's call -> first token
+    model_total_ms: float  # the narrator's call -> last token
+
+
+async def read_model(stack: DevStack) -> ReadModel:
     import asyncpg
 
     conn = await asyncpg.connect(stack.database_url.replace("+asyncpg", ""))
     try:
-        row = await conn.fetchrow(
+        images = await conn.fetchrow(
             "SELECT count(*) FILTER (WHERE status = 'completed') AS done,"
             " count(*) FILTER (WHERE status = 'failed') AS failed,"
             " count(*) FILTER (WHERE status = 'pending') AS pending FROM images"
         )
+        turns = await conn.fetchrow(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM"
+            "   started_at - requested_at) * 1000) AS queued,"
+            " percentile_cont(0.5) WITHIN GROUP (ORDER BY time_to_first_token_ms) AS ttft,"
+            " percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS total"
+            " FROM turns WHERE status = 'completed'"
+        )
     finally:
         await conn.close()
-    return int(row["done"]), int(row["failed"]), int(row["pending"])
+    return ReadModel(
+        (int(images["done"]), int(images["failed"]), int(images["pending"])),
+        float(turns["queued"] or 0),
+        float(turns["ttft"] or 0),
+        float(turns["total"] or 0),
+    )
 
 
 async def run(cfg: LoadConfig) -> None:
@@ -347,6 +404,8 @@ async def measure(stack: DevStack, cfg: LoadConfig) -> None:
     await live.start(stack.nats_url)
     memory = PeakMemory(stack_processes(stack))
     memory.start()
+    backlogs = Backlogs(stack.nats_url)
+    backlogs.start()
     rng = random.Random(7)
     limits = httpx.Limits(max_connections=2 * cfg.players, max_keepalive_connections=cfg.players)
     started = time.monotonic()
@@ -373,13 +432,13 @@ async def measure(stack: DevStack, cfg: LoadConfig) -> None:
             if task.exception() is not None:
                 results.errors[f"player crashed: {task.exception()!r}"[:80]] += 1
     memory.stop()
+    await backlogs.stop()
     await live.stop()
-    images = await images_done(stack)
-    report(cfg, results, memory, images)
+    report(cfg, results, memory, await read_model(stack), backlogs)
 
 
 def report(
-    cfg: LoadConfig, results: Results, memory: PeakMemory, images: tuple[int, int, int]
+    cfg: LoadConfig, results: Results, memory: PeakMemory, model: ReadModel, backlogs: Backlogs
 ) -> None:
     samples = results.samples
     narrated = [s for s in samples if s.outcome == "completed" and s.narrated_s is not None]
@@ -407,7 +466,19 @@ def report(
             f"  time to narration     p50 {statistics.median(completes):.0f} ms, "
             f"p99 {percentile(completes, 0.99):.0f} ms"
         )
-    print(f"  images                {images[0]} completed, {images[1]} failed, {images[2]} queued")
+    print(
+        f"  where it went (p50)   API -> narrator {model.to_narrator_ms:.0f} ms, model call: "
+        f"first token {model.model_first_token_ms:.0f} ms, all {model.model_total_ms:.0f} ms"
+    )
+    print(
+        "  consumers (peak)      "
+        + ", ".join(
+            f"{name} {waiting} waiting / {held} in hand"
+            for name, (waiting, held) in backlogs.peak.items()
+        )
+    )
+    done, failed, queued = model.images
+    print(f"  images                {done} completed, {failed} failed, {queued} still queued")
     print(
         "  errors                "
         + (", ".join(f"{kind}: {n}" for kind, n in errors.most_common()) or "none")
