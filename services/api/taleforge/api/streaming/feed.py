@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -33,10 +34,12 @@ from taleforge.api.streaming.turn_state import SseEvent, TurnState
 from taleforge.contracts import (
     LIVE_STREAM_NAME,
     STREAM_NAME,
+    Envelope,
     ImageCompleted,
     ImageFailed,
     InvalidEvent,
     NarrationCompleted,
+    NarrationDelta,
     TurnFailed,
     TurnRequested,
     events_filter,
@@ -127,6 +130,23 @@ async def _quietly_unsubscribe(sub: Any) -> None:
         log.debug("unsubscribe failed: %r", exc)
 
 
+def _peek(data: bytes) -> dict[str, Any]:
+    try:
+        loaded = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _precedes(event: Envelope) -> Callable[[dict[str, Any]], bool]:
+    """Which live messages the story event's own publisher sent before it: the narration's
+    deltas before NarrationCompleted, an image's progress before its ImageCompleted/Failed."""
+    if isinstance(event, NarrationCompleted):
+        return lambda live: live.get("type") == NarrationDelta.TYPE
+    image_id = str(getattr(event, "image_id", ""))
+    return lambda live: live.get("type") == "image.progress" and live.get("image_id") == image_id
+
+
 def _is_request_of(data: bytes | None, turn_id: UUID) -> bool:
     try:
         event = parse_event(data or b"")
@@ -158,6 +178,7 @@ class TurnFeed:
         self._drain_timeout_s = drain_timeout_s
         self._queue: asyncio.Queue[tuple[str, Msg]] = asyncio.Queue()
         self._deferred: deque[tuple[str, Msg]] = deque()
+        self._early: list[tuple[str, Msg]] = []
         self._subs: list[Any] = []
 
     async def events(self, idle_s: float) -> AsyncGenerator[Emitted | None]:
@@ -202,38 +223,47 @@ class TurnFeed:
             if self.cursor.live
             else ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
         )
-        try:
-            self._subs.append(
-                await self._js.subscribe(
-                    events_filter(self._session_id),
-                    stream=STREAM_NAME,
-                    ordered_consumer=True,
-                    idle_heartbeat=_IDLE_HEARTBEAT_S,
-                    config=ConsumerConfig(
-                        deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=story_from
-                    ),
-                    cb=to_queue(STORY),
-                )
-            )
-            self._subs.append(
-                await self._js.subscribe(
-                    live_subject(self._session_id, self._turn_id),
-                    stream=LIVE_STREAM_NAME,
-                    ordered_consumer=True,
-                    idle_heartbeat=_IDLE_HEARTBEAT_S,
-                    config=live_config,
-                    cb=to_queue(LIVE),
-                )
-            )
-        except (NatsError, TimeoutError) as exc:
+        # Both consumers at once: each is a round trip to the JetStream API.
+        results = await asyncio.gather(
+            self._js.subscribe(
+                events_filter(self._session_id),
+                stream=STREAM_NAME,
+                ordered_consumer=True,
+                idle_heartbeat=_IDLE_HEARTBEAT_S,
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=story_from
+                ),
+                cb=to_queue(STORY),
+            ),
+            self._js.subscribe(
+                live_subject(self._session_id, self._turn_id),
+                stream=LIVE_STREAM_NAME,
+                ordered_consumer=True,
+                idle_heartbeat=_IDLE_HEARTBEAT_S,
+                config=live_config,
+                cb=to_queue(LIVE),
+            ),
+            return_exceptions=True,
+        )
+        self._subs = [sub for sub in results if not isinstance(sub, BaseException)]
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None:
             await self.close()
-            raise FeedUnavailable(f"cannot follow turn {self._turn_id}: {exc!r}") from exc
+            if isinstance(failed, NatsError | TimeoutError):
+                raise FeedUnavailable(f"cannot follow turn {self._turn_id}: {failed!r}") from failed
+            raise failed
 
     async def _next(self, idle_s: float) -> tuple[str, Msg] | None:
         if self._deferred:
             return self._deferred.popleft()
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout=idle_s)
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        try:
+            # asyncio.timeout, not wait_for: no task per message on this hot path.
+            async with asyncio.timeout(idle_s):
+                return await self._queue.get()
         except TimeoutError:
             return None
 
@@ -244,6 +274,11 @@ class TurnFeed:
 
     async def _handle(self, source: str, msg: Msg) -> list[Emitted]:
         if source == LIVE:
+            if self.cursor.story < self.cursor.start:
+                # The turn's request (the first STORY message) has not come yet; a client
+                # hears of the turn before it hears its words.
+                self._early.append((source, msg))
+                return []
             return self._live(msg)
         seq = int(msg.metadata.sequence.stream)
         try:
@@ -262,7 +297,9 @@ class TurnFeed:
         catch_up = isinstance(story_event, NarrationCompleted | ImageCompleted | ImageFailed)
         emitted: list[Emitted] = []
         if catch_up and story_event.turn_id == self._turn_id:
-            emitted = await self._drain_live(until=msg.metadata.timestamp)
+            emitted = await self._drain_live(
+                until=msg.metadata.timestamp, before=_precedes(story_event)
+            )
         replayed = seq <= self.cursor.story
         event = self.state.apply_story(story_event)
         self.cursor = self.cursor.at_story(seq)
@@ -273,9 +310,14 @@ class TurnFeed:
                 log.exception("outcome hook failed for turn %s", self._turn_id)
         if not replayed and event is not None:
             emitted.append(Emitted(str(self.cursor), event))
+        if self._early and self.cursor.story >= self.cursor.start:
+            self._deferred.extendleft(reversed(self._early))
+            self._early = []
         return emitted
 
-    async def _drain_live(self, until: datetime) -> list[Emitted]:
+    async def _drain_live(
+        self, until: datetime, before: Callable[[dict[str, Any]], bool]
+    ) -> list[Emitted]:
         """Send the turn's live messages (deltas, image progress) stored before a
         narration.completed or image.ready/failed (at `until`), ahead of it.
 
@@ -305,14 +347,17 @@ class TurnFeed:
                     log.warning("turn %s: LIVE did not catch up to #%d", self._turn_id, target)
                     break
                 try:
-                    source, msg = await asyncio.wait_for(self._queue.get(), timeout=remaining)
+                    async with asyncio.timeout(remaining):
+                        source, msg = await self._queue.get()
                 except TimeoutError:
                     continue
             if source == STORY:
                 held.append((source, msg))
                 continue
-            if msg.metadata.timestamp > until:
-                # Stored after the story event: it goes out after it.
+            # What the story event's publisher sent before it (`before`) goes first, whatever
+            # the streams' clocks say (LIVE stores core publishes a little later); anything
+            # else stored after the story event goes after it.
+            if msg.metadata.timestamp > until and not before(_peek(msg.data)):
                 self._deferred.appendleft((source, msg))
                 break
             emitted += self._live(msg)

@@ -48,7 +48,7 @@ def frame(emitted: Emitted) -> bytes:
     # `data` is one line of JSON (json never contains a raw newline), so one `data:` field.
     return (
         f"id: {emitted.id}\nevent: {emitted.event.event}\ndata: {emitted.event.json()}\n\n"
-    ).encode()
+    ).encode(errors="replace")  # a lone surrogate from a model must not break the stream
 
 
 async def _frames(feed: TurnFeed, heartbeat_s: float) -> AsyncIterator[bytes]:

@@ -22,7 +22,6 @@ from taleforge.api.streaming.models import (
     ImageReadyEvent,
     ImageRequestedEvent,
     NarrationCompletedEvent,
-    NarrationDeltaEvent,
     NarrationStartedEvent,
     StoryProgressResponse,
     TurnAcceptedEvent,
@@ -32,22 +31,23 @@ from taleforge.contracts import (
     ImageCompleted,
     ImageFailed,
     ImageRequested,
-    InvalidEvent,
     NarrationCompleted,
     NarrationDelta,
     NarrationStarted,
     TurnFailed,
     TurnRequested,
-    parse_live_event,
 )
 
 
 @dataclass(frozen=True, slots=True)
 class SseEvent:
     event: str
-    data: BaseModel
+    # A model, or for the hot path (every delta) the model's fields as a plain dict.
+    data: BaseModel | dict[str, Any]
 
     def json(self) -> str:
+        if isinstance(self.data, dict):
+            return json.dumps(self.data, ensure_ascii=False, separators=(",", ":"))
         return self.data.model_dump_json()
 
 
@@ -67,6 +67,10 @@ class _Image:
             url=image_url(self.image_id) if done else None,
             error=self.error if self.status == "failed" else None,
         )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def image_url(image_id: UUID) -> str:
@@ -170,30 +174,31 @@ class TurnState:
         if kind == NarrationDelta.TYPE:
             if self.completed is not None:
                 return None, self.attempt  # the whole narration was sent; pieces add nothing
-            try:
-                delta = parse_live_event(data)
-            except InvalidEvent:
-                return None, self.attempt
-            assert isinstance(delta, NarrationDelta)
-            return self._delta(delta), self.attempt
+            return self._delta(data), self.attempt
         if kind == "image.progress":
             return self._progress(data), self.attempt
         return None, self.attempt
 
-    def _delta(self, delta: NarrationDelta) -> SseEvent | None:
-        if delta.attempt < self.attempt:
+    def _delta(self, data: dict[str, Any]) -> SseEvent | None:
+        # Read by hand, not through the contract model: this runs for every piece of every
+        # story being told, and only these three fields matter here.
+        index, text, attempt = data.get("index"), data.get("delta"), data.get("attempt", 1)
+        if not (_is_count(index) and isinstance(text, str) and _is_count(attempt) and attempt):
+            return None
+        if attempt < self.attempt:
             return None  # a stale attempt still talking after a newer one began
-        reset = self.attempt > 0 and delta.attempt > self.attempt
-        self.attempt = delta.attempt
+        reset = self.attempt > 0 and attempt > self.attempt
+        self.attempt = attempt
+        # The fields of NarrationDeltaEvent.
         return SseEvent(
             "narration.delta",
-            NarrationDeltaEvent(
-                turn_id=self.turn_id,
-                index=delta.index,
-                attempt=delta.attempt,
-                reset=reset,
-                text=delta.delta,
-            ),
+            {
+                "turn_id": str(self.turn_id),
+                "index": index,
+                "attempt": attempt,
+                "reset": reset,
+                "text": text,
+            },
         )
 
     def _progress(self, data: dict[str, Any]) -> SseEvent | None:
