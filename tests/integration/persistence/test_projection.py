@@ -15,6 +15,7 @@ from taleforge.contracts import (
     ImageCompleted,
     ImageFailed,
     ImageRequested,
+    MemoryFolded,
     NarrationCompleted,
     NarrationStarted,
     TokenUsage,
@@ -304,6 +305,36 @@ async def test_the_usage_ledger_sums_each_completion_once_per_day(
     assert ledger[1]["cost_usd"] == Decimal("0.002000")
     [turn_a] = await rows(repo, "SELECT cost_usd FROM turns WHERE id = :id", id=a.turn_id)
     assert turn_a["cost_usd"] == Decimal("0.001200")
+
+
+async def test_a_memory_fold_is_billed_to_the_day_but_counts_no_turn(
+    repo: Repository, story: Any
+) -> None:
+    day = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    await repo.apply_event(story.started())
+    turn = story.turn()
+    await repo.apply_event(turn)
+    await repo.apply_event(completed(story, turn.turn_id, at=day, cost=0.001, out=10))
+    fold = MemoryFolded(
+        **story.ids(turn.turn_id),
+        summary="So far: a lamp was lit.",
+        summarized_through=1,
+        folded_turns=1,
+        model="summary-m",
+        usage=TokenUsage(input_tokens=300, output_tokens=20, total_tokens=320),
+        cost_usd=0.0004,
+        occurred_at=day,
+    )
+    await repo.apply_event(fold)
+    await repo.apply_event(fold)  # redelivered: billed once
+
+    [ledger] = await rows(repo, "SELECT * FROM usage_ledger")
+    assert (ledger["completed_turns"], ledger["input_tokens"], ledger["output_tokens"]) == (
+        1,
+        400,
+        30,
+    )
+    assert ledger["cost_usd"] == Decimal("0.001400")
 
 
 async def test_images_record_their_template_and_version(repo: Repository, story: Any) -> None:

@@ -32,6 +32,7 @@ from taleforge.contracts import (
     ImageCompleted,
     ImageFailed,
     ImageRequested,
+    MemoryFolded,
     NarrationCompleted,
     NarrationStarted,
     SaveCreated,
@@ -44,6 +45,7 @@ from taleforge.contracts import (
     SessionStarted,
     SettingsChanged,
     StoryEvent,
+    TokenUsage,
     TurnFailed,
     TurnRequested,
 )
@@ -203,10 +205,16 @@ async def complete_narration(conn: AsyncConnection, event: NarrationCompleted) -
         },
     )
     if completed:  # only the turn's first completion counts; a redelivery is ignored above
-        await _add_usage(conn, event, cost)
+        await _add_usage(conn, event, event.usage, cost, turns=1)
 
 
-def _cost_usd(event: NarrationCompleted) -> Decimal | None:
+async def record_memory_fold(conn: AsyncConnection, event: MemoryFolded) -> None:
+    # The summary call is billed like a turn's (the daily budget counts it) but is no turn.
+    # The fold's text itself lives in the event log, where show-prompt and replay read it.
+    await _add_usage(conn, event, event.usage, _cost_usd(event), turns=0)
+
+
+def _cost_usd(event: NarrationCompleted | MemoryFolded) -> Decimal | None:
     # None: an unpriced model, or an event from before the narrator priced turns.
     return None if event.cost_usd is None else Decimal(str(event.cost_usd))
 
@@ -216,10 +224,10 @@ _ADD_USAGE = text(
     INSERT INTO usage_ledger AS l (user_id, day, completed_turns, input_tokens, cached_tokens,
                                    output_tokens, reasoning_tokens, total_tokens, cost_usd,
                                    updated_at)
-    VALUES (:user_id, :day, 1, :input_tokens, :cached_tokens, :output_tokens, :reasoning_tokens,
-            :total_tokens, :cost_usd, :at)
+    VALUES (:user_id, :day, :turns, :input_tokens, :cached_tokens, :output_tokens,
+            :reasoning_tokens, :total_tokens, :cost_usd, :at)
     ON CONFLICT (user_id, day) DO UPDATE SET
-        completed_turns = l.completed_turns + 1,
+        completed_turns = l.completed_turns + excluded.completed_turns,
         input_tokens = l.input_tokens + excluded.input_tokens,
         cached_tokens = l.cached_tokens + excluded.cached_tokens,
         output_tokens = l.output_tokens + excluded.output_tokens,
@@ -232,13 +240,18 @@ _ADD_USAGE = text(
 
 
 async def _add_usage(
-    conn: AsyncConnection, event: NarrationCompleted, cost: Decimal | None
+    conn: AsyncConnection,
+    event: NarrationCompleted | MemoryFolded,
+    usage: TokenUsage,
+    cost: Decimal | None,
+    *,
+    turns: int,
 ) -> None:
-    usage = event.usage
     await conn.execute(
         _ADD_USAGE,
         {
             "user_id": event.user_id,
+            "turns": turns,
             "day": event.occurred_at.astimezone(UTC).date(),
             "input_tokens": usage.input_tokens,
             "cached_tokens": usage.cached_tokens,
@@ -354,6 +367,7 @@ PROJECTIONS: dict[str, Callable[[AsyncConnection, Any], Awaitable[None]]] = {
     NarrationStarted.TYPE: start_narration,
     NarrationCompleted.TYPE: complete_narration,
     TurnFailed.TYPE: fail_turn,
+    MemoryFolded.TYPE: record_memory_fold,
     ImageRequested.TYPE: request_image,
     ImageCompleted.TYPE: complete_image,
     ImageFailed.TYPE: fail_image,
@@ -385,4 +399,4 @@ async def project(conn: AsyncConnection, event: StoryEvent) -> None:
             raise
         log.info("session %s was deleted; %s ignored", event.session_id, event.type)
         if isinstance(event, NarrationCompleted):
-            await _add_usage(conn, event, _cost_usd(event))
+            await _add_usage(conn, event, event.usage, _cost_usd(event), turns=1)
