@@ -133,8 +133,15 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match"],
-            expose_headers=["ETag"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "If-None-Match",
+                "Last-Event-ID",  # resuming a turn's stream
+                "Prefer",  # respond-async / wait=N on POST /api/story/progress
+            ],
+            expose_headers=["ETag", "Location", "Retry-After"],
         )
     for router in (health.router, sessions.router, story.router, turns.router, images.router):
         app.include_router(router)
