@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
@@ -156,17 +156,6 @@ class UsersPage(BaseModel):
     limit: int
     offset: int
     next_offset: int | None = None
-
-
-class DayUsage(BaseModel):
-    day: date
-    completed_turns: int
-    input_tokens: int
-    cached_tokens: int
-    output_tokens: int
-    reasoning_tokens: int
-    total_tokens: int
-    cost_usd: Decimal
 
 
 class DeadLetterPublic(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 from uuid import UUID
 
@@ -105,3 +105,16 @@ class HealthPublic(BaseModel):
 class ReadinessPublic(BaseModel):
     status: Literal["ready", "unavailable"]
     checks: dict[str, str]
+
+
+class UsageDay(BaseModel):
+    """One UTC day of a player's usage ledger."""
+
+    day: date
+    completed_turns: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_usd: float

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -10,19 +10,9 @@ from pydantic import BaseModel, Field
 
 from taleforge.api.adapters.usage import usage_by_day
 from taleforge.api.deps import CurrentUser, DbSession, SettingsDep
+from taleforge.api.models import UsageDay
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
-
-
-class UsageDay(BaseModel):
-    day: date
-    completed_turns: int
-    input_tokens: int
-    cached_tokens: int
-    output_tokens: int
-    reasoning_tokens: int
-    total_tokens: int
-    cost_usd: float
 
 
 class UsagePublic(BaseModel):

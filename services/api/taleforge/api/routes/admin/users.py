@@ -9,7 +9,8 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query
 
 from taleforge.api.adapters import admin_reads
-from taleforge.api.admin_models import DayUsage, UsersPage, UserUsage
+from taleforge.api.admin_models import UsersPage, UserUsage
+from taleforge.api.models import UsageDay
 from taleforge.api.routes.admin.deps import FORBIDDEN, AdminDb
 from taleforge.api.session_models import MAX_OFFSET, PAGE_LIMIT
 
@@ -44,12 +45,12 @@ async def list_users(
 
 @router.get(
     "/{user_id}/usage",
-    response_model=list[DayUsage],
+    response_model=list[UsageDay],
     responses={**FORBIDDEN, 404: {"description": "No sessions and no usage for this id"}},
 )
-async def read_user_usage(user_id: UUID, db: AdminDb, days: Days = 30) -> list[DayUsage]:
+async def read_user_usage(user_id: UUID, db: AdminDb, days: Days = 30) -> list[UsageDay]:
     """One player's tokens and cost per UTC day, newest first."""
     if not await admin_reads.user_exists(db, user_id):
         raise HTTPException(404, f"no player {user_id}")
     rows = await admin_reads.user_days(db, user_id, since=_since(days).date())
-    return [DayUsage.model_validate(row, from_attributes=True) for row in rows]
+    return [UsageDay.model_validate(row, from_attributes=True) for row in rows]
