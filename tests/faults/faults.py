@@ -359,20 +359,20 @@ async def openai_broken_streams(storm: Storm) -> FaultRecord:
 
 
 async def comfyui_faults(storm: Storm) -> FaultRecord:
-    """Execution errors, a hung render and dropped websockets, drawn one prompt at a time."""
+    """Execution errors, then a hung render (interrupted by the illustrator's render
+    timeout), then dropped websockets. One after another: the sandbox draws every armed
+    fault for the same run, and a failing run would hide the hang and the drop."""
     faults = {
-        "fail_next": storm.rng.randint(2, 4),
+        "fail_next": storm.rng.randint(1, 3),
         "hang_next": 1,
-        "drop_socket_next": storm.rng.randint(1, 3),
+        "drop_socket_next": storm.rng.randint(1, 2),
     }
     at, struck = storm.now_s(), time.monotonic()
-    await storm.comfyui_faults(**faults)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        left = await storm.comfyui_faults()
-        if not any(left[k] for k in faults):
-            break
-        await asyncio.sleep(0.2)
+    for name, count in faults.items():
+        await storm.comfyui_faults(**{name: count})
+        deadline = time.monotonic() + 120
+        while (await storm.comfyui_faults())[name] and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
     back = time.monotonic()
     described = ", ".join(f"{k}={v}" for k, v in faults.items())
     record = FaultRecord("ComfyUI faults", at, described, back - struck)
