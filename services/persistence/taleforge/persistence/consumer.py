@@ -109,6 +109,8 @@ class EventConsumer:
                     log.warning("fetch from %s failed: %s; retrying", self.durable, exc)
                     await asyncio.sleep(self.fetch_timeout_s)
                     continue
+                if not raws:
+                    continue  # a fetch cut short by shutdown returns nothing
                 self._busy = True
                 try:
                     received = [(r.subject, r.headers, r.metadata.num_delivered or 1) for r in raws]
