@@ -193,6 +193,9 @@ class TurnFailed(Envelope):
     turn_id: UUID
     code: str = Field(description="Machine-readable cause, e.g. provider_auth, max_deliveries.")
     reason: str
+    request_seq: int | None = Field(
+        default=None, ge=1, description="Stream sequence of the turn.requested that kept failing."
+    )
 
 
 class MemoryFolded(Envelope):
@@ -265,6 +268,9 @@ class ImageFailed(Envelope):
     image_id: UUID
     code: str
     reason: str
+    request_seq: int | None = Field(
+        default=None, ge=1, description="Stream sequence of the image.requested that kept failing."
+    )
 
 
 # Sessions, saves, scenarios and settings are events too, so a replay rebuilds all of it.

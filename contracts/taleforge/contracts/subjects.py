@@ -24,6 +24,16 @@ LIVE_STREAM_NAME = "LIVE"
 LIVE_STREAM_SUBJECTS = (f"{LIVE_PREFIX}.>",)
 IMAGE_BUCKET = "taleforge-images"
 MSG_ID_HEADER = "Nats-Msg-Id"
+# Captures JetStream's MAX_DELIVERIES advisories for STORY's consumers (core-NATS advisories
+# are lost when nobody listens), so the owning service turns each into a failure event.
+ADVISORY_STREAM_NAME = "ADVISORIES"
+MAX_DELIVERIES_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+
+def max_deliveries_subject(consumer: str = "*", stream: str = STREAM_NAME) -> str:
+    """Subject of the server's advisory: `consumer` gave up delivering a `stream` message."""
+    return f"{MAX_DELIVERIES_PREFIX}.{stream}.{consumer}"
+
 
 _FORBIDDEN = frozenset(" \t\r\n.*>")
 
