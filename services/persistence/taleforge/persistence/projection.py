@@ -49,7 +49,7 @@ from taleforge.contracts import (
     TurnFailed,
     TurnRequested,
 )
-from taleforge.persistence import admin_projection, story_lines
+from taleforge.persistence import admin_projection, failures, story_lines
 from taleforge.persistence.models import Base, Image, StorySession, Turn
 from taleforge.persistence.rejections import EventRejected
 
@@ -275,6 +275,7 @@ async def fail_turn(conn: AsyncConnection, event: TurnFailed) -> None:
             "completed_at": event.occurred_at,
         },
     )
+    await failures.record_failed_request(conn, event)
 
 
 # One round trip: the image is inserted only under its player's own turn of that session.
@@ -359,6 +360,7 @@ async def fail_image(conn: AsyncConnection, event: ImageFailed) -> None:
             "completed_at": event.occurred_at,
         },
     )
+    await failures.record_failed_request(conn, event)
 
 
 PROJECTIONS: dict[str, Callable[[AsyncConnection, Any], Awaitable[None]]] = {

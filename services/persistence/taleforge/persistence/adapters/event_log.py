@@ -28,6 +28,7 @@ from taleforge.contracts import (
     STREAM_NAME,
     STREAM_SUBJECTS,
 )
+from taleforge.contracts.subjects import ADVISORY_STREAM_NAME, max_deliveries_subject
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +72,39 @@ def live_stream_config(
     )
 
 
+def advisory_stream_config(*, max_age_s: float = 7 * 24 * 3600, replicas: int = 1) -> StreamConfig:
+    # The server's MAX_DELIVERIES advisories for STORY's consumers, kept so the narrator and
+    # the illustrator turn every message they gave up on into a failure event the player
+    # sees, even when they were down when the server published it (core NATS keeps nothing).
+    return StreamConfig(
+        name=ADVISORY_STREAM_NAME,
+        subjects=[max_deliveries_subject()],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=max_age_s,
+        max_bytes=64 * 1024 * 1024,
+        num_replicas=replicas,
+    )
+
+
 async def ensure_stream(
     js: JetStreamContext,
     config: StreamConfig | None = None,
     live_config: StreamConfig | None = None,
 ) -> None:
-    """Create the STORY stream (and LIVE next to it), or bring existing ones to their
-    configs. Idempotent. LIVE has STORY's replica count unless `live_config` says otherwise."""
+    """Create the STORY stream (and LIVE and ADVISORIES next to it), or bring existing ones
+    to their configs. Idempotent. LIVE and ADVISORIES have STORY's replica count unless
+    `live_config` says otherwise."""
     wanted = config or story_stream_config()
-    live = live_config or live_stream_config(replicas=wanted.num_replicas or 1)
-    for name, stream in ((STREAM_NAME, wanted), (LIVE_STREAM_NAME, live)):
+    replicas = wanted.num_replicas or 1
+    live = live_config or live_stream_config(replicas=replicas)
+    advisories = advisory_stream_config(replicas=replicas)
+    for name, stream in (
+        (STREAM_NAME, wanted),
+        (LIVE_STREAM_NAME, live),
+        (ADVISORY_STREAM_NAME, advisories),
+    ):
         try:
             await js.stream_info(name)
         except NotFoundError:
