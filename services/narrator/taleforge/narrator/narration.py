@@ -224,7 +224,7 @@ class Narrator:
                 return await self._narrate(turn, state, attempt, delivery)
             except PermanentModelError as exc:
                 log.warning("turn %s failed for good: %s", turn.turn_id, exc)
-                await self._fail(turn, exc.code, exc.reason)
+                await self._fail(turn, exc.code, exc.reason, None)
                 return state.with_failed_turn(turn.turn_id, delivery.stream_seq)
             except Exception as exc:
                 if isinstance(exc, TransientModelError):
@@ -241,6 +241,7 @@ class Narrator:
                         "provider_unavailable",
                         f"The storyteller could not be reached after {attempt} attempts "
                         f"({reason}).",
+                        delivery.stream_seq,
                     )
                     return state.with_failed_turn(turn.turn_id, delivery.stream_seq)
                 delay = self._retry.delay_s(attempt, retry_after)
@@ -381,7 +382,28 @@ class Narrator:
         )
         return state.with_turn(turn_id, turn.input_type, turn.text, reply.text, delivery.stream_seq)
 
-    async def _fail(self, turn: TurnRequested, code: str, reason: str) -> None:
+    async def give_up(self, turn: TurnRequested, stream_seq: int, deliveries: int) -> bool:
+        """JetStream gave up delivering `turn` (MAX_DELIVERIES, e.g. killed on its last
+        delivery): fail it for the player unless it is settled. True if it was failed now."""
+        state = await self._store.load(turn.session_id)
+        if state is not None and turn.turn_id in state.settled_turn_ids:
+            return False
+        return await self._fail(
+            turn,
+            "max_deliveries",
+            f"The storyteller could not finish this turn after {deliveries} attempts.",
+            stream_seq,
+        )
+
+    async def _fail(
+        self, turn: TurnRequested, code: str, reason: str, request_seq: int | None
+    ) -> bool:
+        """Publish the turn's TurnFailed, unless the stream already holds its outcome (a
+        narration published before a crash must not be followed by a failure)."""
+        outcome = await self._log.settled(turn.session_id, turn.turn_id)
+        if outcome is not None:
+            log.info("turn %s already has %s; no turn.failed", turn.turn_id, outcome.type)
+            return False
         await self._bus.publish_event(
             TurnFailed(
                 event_id=event_id(turn.turn_id, TurnFailed.TYPE),
@@ -390,5 +412,7 @@ class Narrator:
                 turn_id=turn.turn_id,
                 code=code,
                 reason=reason,
+                request_seq=request_seq,
             )
         )
+        return True

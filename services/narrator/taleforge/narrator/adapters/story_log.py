@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -36,12 +37,32 @@ class JetStreamStoryLog:
         event = await self._last(session_id, SessionStarted.TYPE)
         return event if isinstance(event, SessionStarted) else None
 
+    async def _each(self, session_id: uuid.UUID, event_type: str) -> AsyncIterator[object]:
+        """The session's events of one type, oldest first (one server request each)."""
+        subject = event_subject(session_id, event_type)
+        seq = 1
+        while True:
+            try:
+                msg = await self._js.get_msg(STREAM_NAME, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                return
+            try:
+                yield parse_event(msg.data or b"")
+            except InvalidEvent:
+                pass
+            seq = int(msg.seq or seq) + 1
+
     async def settled(
         self, session_id: uuid.UUID, turn_id: uuid.UUID
     ) -> NarrationCompleted | TurnFailed | None:
-        """The turn's outcome if it is the last one published for the session."""
+        """The turn's outcome on the stream, if it has one."""
         for event_type in (NarrationCompleted.TYPE, TurnFailed.TYPE):
             event = await self._last(session_id, event_type)
             if isinstance(event, NarrationCompleted | TurnFailed) and event.turn_id == turn_id:
                 return event
+        # Not the session's latest outcome (a later turn settled since): look through them.
+        for event_type in (NarrationCompleted.TYPE, TurnFailed.TYPE):
+            async for event in self._each(session_id, event_type):
+                if isinstance(event, NarrationCompleted | TurnFailed) and event.turn_id == turn_id:
+                    return event
         return None
