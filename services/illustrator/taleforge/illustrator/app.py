@@ -7,9 +7,19 @@ from typing import Any
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
+from nats.js.api import RawStreamMsg
 
-from taleforge.contracts import ImageCompleted, ImageFailed, tracing
+from taleforge.contracts import (
+    ImageCompleted,
+    ImageFailed,
+    ImageRequested,
+    InvalidEvent,
+    parse_event,
+    tracing,
+)
+from taleforge.illustrator.adapters.advisories import AdvisoryLoop
 from taleforge.illustrator.adapters.bus import (
+    CONSUMER_NAME,
     character_descriptions,
     ensure_consumer,
     wait_for_stream,
@@ -17,6 +27,7 @@ from taleforge.illustrator.adapters.bus import (
 from taleforge.illustrator.adapters.comfyui_pool import BackendPool
 from taleforge.illustrator.adapters.consumer import PullWorkers
 from taleforge.illustrator.adapters.object_store import ImageStore
+from taleforge.illustrator.adapters.outcomes import image_outcomes
 from taleforge.illustrator.adapters.supabase_storage import SupabaseImageStore
 from taleforge.illustrator.handlers import render_image
 from taleforge.illustrator.likeness import IdentityBook
@@ -52,10 +63,11 @@ def create_app(
         health_interval_s=settings.health_interval_s,
     )
     workers: PullWorkers | None = None
+    advisories: AdvisoryLoop | None = None
     image_store: Store | None = None
 
     async def start() -> None:
-        nonlocal workers, image_store
+        nonlocal workers, image_store, advisories
         await broker.connect()
         nc = broker.connection
         js = nc.jetstream()
@@ -92,6 +104,7 @@ def create_app(
             publish_live,
             templates,
             identities,
+            image_outcomes(js),
         )
         workers = PullWorkers(
             js,
@@ -99,6 +112,20 @@ def create_app(
             concurrency=settings.concurrency,
         )
         await workers.start()
+
+        async def exhausted(original: RawStreamMsg, deliveries: int) -> None:
+            # JetStream gave up on a request (killed on its last delivery, an outage):
+            # the image fails for the player unless it already has an outcome.
+            try:
+                request = parse_event(original.data or b"")
+            except InvalidEvent:
+                return  # malformed requests are terminated, never failed for a player
+            if isinstance(request, ImageRequested):
+                reason = f"gave up after {deliveries} deliveries without a result"
+                await illustrator.fail(request, "max_deliveries", reason, original.seq)
+
+        advisories = AdvisoryLoop(js, CONSUMER_NAME, exhausted)
+        await advisories.start()
         log.info(
             "illustrator ready: %d ComfyUI backend(s) %s, storage %s, concurrency %d",
             len(settings.backend_urls),
@@ -108,6 +135,8 @@ def create_app(
         )
 
     async def stop_workers() -> None:
+        if advisories is not None:
+            await advisories.stop()
         if workers is not None:
             await workers.stop(settings.graceful_timeout_s)
 

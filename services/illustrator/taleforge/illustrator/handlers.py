@@ -87,7 +87,7 @@ async def render_image(msg: Msg, illustrator: Illustrator, settings: Settings) -
     if transient:
         code, reason = "max_deliveries", f"gave up after {attempt} attempts: {reason}"
     try:
-        await illustrator.fail(request, code, reason)
+        await illustrator.fail(request, code, reason, msg.metadata.sequence.stream)
     except Exception:
         log.exception("could not publish image.failed for %s; will retry", request.image_id)
         await msg.nak(delay=backoff_s(settings, attempt))

@@ -20,6 +20,7 @@ from taleforge.contracts import (
 from taleforge.illustrator.adapters.comfyui import ExecutionFailed, ProgressCallback, RenderedImage
 from taleforge.illustrator.adapters.comfyui_progress import RenderProgress
 from taleforge.illustrator.adapters.object_store import StoredImage, object_name
+from taleforge.illustrator.adapters.outcomes import OutcomeLookup
 from taleforge.illustrator.likeness import Identity, IdentityBook
 from taleforge.illustrator.settings import Settings
 from taleforge.illustrator.templates import Template, TemplateRegistry
@@ -143,6 +144,8 @@ class Illustrator:
     publish_live: PublishLive
     templates: TemplateRegistry
     identities: IdentityBook
+    # Looks the image's outcome up on the stream before a failure is published (None: never).
+    outcome: OutcomeLookup | None = None
 
     async def _identities(self, request: ImageRequested) -> list[Identity]:
         return [
@@ -248,7 +251,15 @@ class Illustrator:
         )
         return completed
 
-    async def fail(self, request: ImageRequested, code: str, reason: str) -> ImageFailed:
+    async def fail(
+        self, request: ImageRequested, code: str, reason: str, request_seq: int | None = None
+    ) -> ImageFailed | None:
+        """Publish the image's ImageFailed, unless it already has an outcome (None then)."""
+        if self.outcome is not None:
+            existing = await self.outcome(request)
+            if existing is not None:
+                log.info("image %s already has %s; no image.failed", request.image_id, existing)
+                return None
         failed = ImageFailed(
             event_id=uuid.uuid5(request.image_id, "image.failed"),
             session_id=request.session_id,
@@ -257,6 +268,7 @@ class Illustrator:
             image_id=request.image_id,
             code=code,
             reason=reason,
+            request_seq=request_seq,
         )
         await self.publish(failed)
         log.warning("image %s failed (%s): %s", request.image_id, code, reason)
