@@ -182,6 +182,18 @@ class TurnFeed:
         self._subs: list[Any] = []
 
     async def events(self, idle_s: float) -> AsyncGenerator[Emitted | None]:
+        async with contextlib.aclosing(self.batches(idle_s)) as batches:
+            async for batch in batches:
+                if batch is None:
+                    yield None
+                    continue
+                for emitted in batch:
+                    yield emitted
+
+    async def batches(self, idle_s: float) -> AsyncGenerator[list[Emitted] | None]:
+        """Like `events()`, but the live messages already waiting come out as one list
+        (never empty), so a stream that fell behind catches up in one write instead of one
+        per event; nothing is held back to wait for more."""
         if self.cursor.ended:
             return
         try:
@@ -191,13 +203,22 @@ class TurnFeed:
                 if item is None:
                     yield None
                     continue
-                source, msg = item
-                for emitted in await self._handle(source, msg):
-                    yield emitted
-                if self.state.finished:
-                    self.cursor = self.cursor.ending()
-                    yield Emitted(str(self.cursor), self.state.end_event())
-                    return
+                batch: list[Emitted] = []
+                while item is not None:
+                    if batch and item[0] == STORY:
+                        # A story event may wait on NATS (the live catch-up, the lock's
+                        # release): what is ready goes out first, not after that wait.
+                        yield batch
+                        batch = []
+                    batch += await self._handle(*item)
+                    if self.state.finished:
+                        self.cursor = self.cursor.ending()
+                        batch.append(Emitted(str(self.cursor), self.state.end_event()))
+                        yield batch
+                        return
+                    item = self._ready()
+                if batch:
+                    yield batch
         finally:
             await self.close()
 
@@ -253,13 +274,19 @@ class TurnFeed:
                 raise FeedUnavailable(f"cannot follow turn {self._turn_id}: {failed!r}") from failed
             raise failed
 
-    async def _next(self, idle_s: float) -> tuple[str, Msg] | None:
+    def _ready(self) -> tuple[str, Msg] | None:
+        """The next message if one is waiting already, else None (never waits)."""
         if self._deferred:
             return self._deferred.popleft()
         try:
             return self._queue.get_nowait()
         except asyncio.QueueEmpty:
-            pass
+            return None
+
+    async def _next(self, idle_s: float) -> tuple[str, Msg] | None:
+        ready = self._ready()
+        if ready is not None:
+            return ready
         try:
             # asyncio.timeout, not wait_for: no task per message on this hot path.
             async with asyncio.timeout(idle_s):
