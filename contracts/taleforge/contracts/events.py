@@ -157,6 +157,16 @@ class NarrationStarted(Envelope):
     attempt: int = Field(default=1, ge=1, description="JetStream delivery attempt.")
 
 
+class IllustrationProposal(BaseModel):
+    """The picture the model asked for with the narration (its request_illustration call)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: str = Field(max_length=4000)
+    kind: ImageKind = ImageKind.SCENE
+    characters: list[str] = Field(default_factory=list, max_length=20)
+
+
 class NarrationCompleted(Envelope):
     """The narrator finished the beat; `text` is the whole narration."""
 
@@ -181,6 +191,10 @@ class NarrationCompleted(Envelope):
         default=None,
         description="The images this beat asked for (their ImageRequested follow); None: not "
         "recorded (older narrators).",
+    )
+    illustration: IllustrationProposal | None = Field(
+        default=None,
+        description="The model's own picture request, so a lost ImageRequested can be rebuilt.",
     )
 
 
