@@ -20,13 +20,16 @@ from nats.js.errors import NotFoundError
 
 from taleforge.contracts import (
     STREAM_NAME,
+    ImageRequested,
     InputType,
+    NarrationCompleted,
     TurnFailed,
     TurnRequested,
     event_subject,
     parse_event,
     publish_headers,
 )
+from taleforge.contracts.events import IllustrationProposal, ImageKind
 from taleforge.contracts.subjects import ADVISORY_STREAM_NAME
 from taleforge.narrator.adapters.consumer import prepare_jetstream
 from taleforge.narrator.app import create_app
@@ -140,3 +143,55 @@ async def test_a_turn_out_of_deliveries_fails_once_and_a_settled_one_is_left_alo
     assert failed.event_id == uuid.uuid5(lost.turn_id, TurnFailed.TYPE)  # the narrator's own id
     [only] = await events_on(js, event_subject(settled.session_id, TurnFailed.TYPE))
     assert only.code == "provider_auth"
+
+
+async def test_a_picture_lost_between_narration_and_request_is_requested_on_redelivery(
+    js: JetStreamContext, nats_url: str
+) -> None:
+    settings = Settings(
+        nats_url=nats_url,
+        openai_base_url="http://127.0.0.1:9/v1",  # never called: the turn is narrated already
+        ack_wait_s=1.0,
+        max_deliver=3,
+    )
+    await prepare_jetstream(settings, js)
+    turn = a_turn()
+    await js.publish(turn.subject(), turn.to_bytes(), headers=publish_headers(turn))
+    image_id = uuid.uuid5(turn.turn_id, "image:portrait")
+    narration = NarrationCompleted(
+        event_id=uuid.uuid5(turn.turn_id, NarrationCompleted.TYPE),
+        session_id=turn.session_id,
+        user_id=turn.user_id,
+        turn_id=turn.turn_id,
+        text="Brother Hesk turns from the bell. Its note hangs in the fog.",
+        model="gpt-4.1-mini",
+        image_ids=[image_id],
+        illustration=IllustrationProposal(
+            prompt="Brother Hesk at the drowned bell.",
+            kind=ImageKind.PORTRAIT,
+            characters=["Brother Hesk"],
+        ),
+    )
+    await js.publish(narration.subject(), narration.to_bytes(), headers=publish_headers(narration))
+    # The narrator that published it died before its ImageRequested and its ack.
+    sub = await js.pull_subscribe_bind(durable=settings.consumer_name, stream=STREAM_NAME)
+    assert len(await sub.fetch(1, timeout=10)) == 1
+    await sub.unsubscribe()
+
+    requested = event_subject(turn.session_id, ImageRequested.TYPE)
+    app = create_app(settings)
+    await app.start()
+    try:
+        async with asyncio.timeout(30):
+            while not await events_on(js, requested):
+                await asyncio.sleep(0.1)
+    finally:
+        await app.stop()
+
+    [image] = await events_on(js, requested)
+    assert image.event_id == uuid.uuid5(turn.turn_id, ImageRequested.TYPE)
+    assert (image.image_id, image.kind) == (image_id, ImageKind.PORTRAIT)
+    assert image.prompt == f"Brother Hesk at the drowned bell, {settings.image_style}"
+    assert image.characters == ["Brother Hesk"]
+    assert not await events_on(js, event_subject(turn.session_id, TurnFailed.TYPE))
+    assert not await events_on(js, event_subject(turn.session_id, "narration.started"))

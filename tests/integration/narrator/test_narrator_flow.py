@@ -496,6 +496,10 @@ async def test_the_model_asks_for_pictures_and_the_policy_decides(
     [image] = bus.of_type("image.requested", first)
     assert image.characters == ["Brother Hesk"] and image.kind == "portrait"
     assert image.image_id == uuid.uuid5(first.turn_id, "image:portrait")
+    # The model's proposal is recorded with the narration: a lost request can be rebuilt.
+    [narration] = bus.of_type("narration.completed", first)
+    assert narration.illustration is not None and narration.illustration.kind == "portrait"
+    assert image.prompt.startswith(narration.illustration.prompt.rstrip(" .!?"))
     assert sandbox_requests(sandbox)[0]["body"]["tools"][0]["name"] == "request_illustration"
 
     set_faults(sandbox, illustrate="never")

@@ -100,6 +100,9 @@ class NoLog:
     async def settled(self, session_id: uuid.UUID, turn_id: uuid.UUID) -> None:
         return None
 
+    async def image_requested(self, session_id: uuid.UUID, image_id: uuid.UUID) -> bool:
+        return False
+
 
 def make(model: FakeModel, bus: FakeBus, store: FakeStore | None = None, **live: Any) -> Narrator:
     retry = RetryPolicy(max_deliver=3, backoff_s=0.001, backoff_max_s=0.002, heartbeat_s=10)

@@ -125,6 +125,9 @@ class NoLog:
     async def settled(self, session_id: uuid.UUID, turn_id: uuid.UUID) -> None:
         return None
 
+    async def image_requested(self, session_id: uuid.UUID, image_id: uuid.UUID) -> bool:
+        return False
+
 
 async def test_every_prompt_is_rebuilt_exactly_through_folds_failures_and_a_restore() -> None:
     session = Session()

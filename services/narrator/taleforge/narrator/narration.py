@@ -33,12 +33,14 @@ from taleforge.contracts import (
     TurnFailed,
     TurnRequested,
 )
-from taleforge.contracts.events import ImagePolicy, NarrationSettings
+from taleforge.contracts.events import IllustrationProposal, ImagePolicy, NarrationSettings
 from taleforge.narrator.images import plan_image
 from taleforge.narrator.live_settings import LiveSettings, SettingsSource
 from taleforge.narrator.memory import SUMMARY_INSTRUCTIONS, plan_fold, summary_request
 from taleforge.narrator.model import (
+    Illustration,
     ModelCall,
+    ModelReply,
     NarrationModel,
     PermanentModelError,
     TransientModelError,
@@ -85,6 +87,7 @@ class StoryLog(Protocol):
     async def settled(
         self, session_id: uuid.UUID, turn_id: uuid.UUID
     ) -> NarrationCompleted | TurnFailed | None: ...
+    async def image_requested(self, session_id: uuid.UUID, image_id: uuid.UUID) -> bool: ...
 
 
 # (turn_id, delivered_at, first_delta_published_at), monotonic seconds: for benchmarks.
@@ -202,6 +205,7 @@ class Narrator:
                     "turn %s already has %s; not narrating it again", turn.turn_id, outcome.type
                 )
                 if isinstance(outcome, NarrationCompleted):
+                    await self._request_lost_images(turn, state, outcome)
                     state = state.with_turn(
                         turn.turn_id, turn.input_type, turn.text, outcome.text, delivery.stream_seq
                     )
@@ -224,8 +228,8 @@ class Narrator:
                 return await self._narrate(turn, state, attempt, delivery)
             except PermanentModelError as exc:
                 log.warning("turn %s failed for good: %s", turn.turn_id, exc)
-                await self._fail(turn, exc.code, exc.reason, None)
-                return state.with_failed_turn(turn.turn_id, delivery.stream_seq)
+                outcome = await self._fail(turn, exc.code, exc.reason, None)
+                return self._after(state, turn, outcome, delivery)
             except Exception as exc:
                 if isinstance(exc, TransientModelError):
                     reason, retry_after = exc.reason, exc.retry_after_s
@@ -236,14 +240,14 @@ class Narrator:
                     log.warning(
                         "turn %s failed after %d attempts: %s", turn.turn_id, attempt, reason
                     )
-                    await self._fail(
+                    outcome = await self._fail(
                         turn,
                         "provider_unavailable",
                         f"The storyteller could not be reached after {attempt} attempts "
                         f"({reason}).",
                         delivery.stream_seq,
                     )
-                    return state.with_failed_turn(turn.turn_id, delivery.stream_seq)
+                    return self._after(state, turn, outcome, delivery)
                 delay = self._retry.delay_s(attempt, retry_after)
                 log.info(
                     "turn %s attempt %d failed (%s); retrying in %.2f s",
@@ -365,6 +369,13 @@ class Narrator:
                     image_policy=policy,
                 ),
                 image_ids=[image.image_id] if image is not None else [],
+                illustration=None
+                if reply.illustration is None
+                else IllustrationProposal(
+                    prompt=reply.illustration.prompt,
+                    kind=reply.illustration.kind,
+                    characters=reply.illustration.characters,
+                ),
                 prompt=prompt_record(prompt, state, self._counter),
                 **common,
             )
@@ -382,28 +393,77 @@ class Narrator:
         )
         return state.with_turn(turn_id, turn.input_type, turn.text, reply.text, delivery.stream_seq)
 
+    async def _request_lost_images(
+        self, turn: TurnRequested, state: SessionState, narration: NarrationCompleted
+    ) -> None:
+        """Killed between NarrationCompleted and ImageRequested? Request the picture now,
+        rebuilt from the narration and the model's recorded proposal (same ids)."""
+        for image_id in narration.image_ids or []:
+            if await self._log.image_requested(turn.session_id, image_id):
+                continue
+            proposal = narration.illustration
+            reply = ModelReply(
+                text=narration.text,
+                model=narration.model,
+                usage=narration.usage,
+                response_id=narration.response_id,
+                illustration=None
+                if proposal is None
+                else Illustration(
+                    prompt=proposal.prompt, characters=list(proposal.characters), kind=proposal.kind
+                ),
+            )
+            # An image was planned (image_ids says so): only the policy's "whether" is moot.
+            image = plan_image(turn, state, reply, ImagePolicy.EVERY_TURN, self._config.image_style)
+            if image is None or image.image_id != image_id:
+                log.error(
+                    "turn %s: image %s was never requested and cannot be rebuilt",
+                    turn.turn_id,
+                    image_id,
+                )
+                continue
+            log.warning(
+                "turn %s: image %s was never requested; requesting it now", turn.turn_id, image_id
+            )
+            await self._bus.publish_event(image)
+
+    @staticmethod
+    def _after(
+        state: SessionState,
+        turn: TurnRequested,
+        outcome: NarrationCompleted | TurnFailed | None,
+        delivery: Delivery,
+    ) -> SessionState:
+        """The state once the turn failed now (`outcome` None) or had an outcome already."""
+        if isinstance(outcome, NarrationCompleted):
+            return state.with_turn(
+                turn.turn_id, turn.input_type, turn.text, outcome.text, delivery.stream_seq
+            )
+        return state.with_failed_turn(turn.turn_id, delivery.stream_seq)
+
     async def give_up(self, turn: TurnRequested, stream_seq: int, deliveries: int) -> bool:
         """JetStream gave up delivering `turn` (MAX_DELIVERIES, e.g. killed on its last
         delivery): fail it for the player unless it is settled. True if it was failed now."""
         state = await self._store.load(turn.session_id)
         if state is not None and turn.turn_id in state.settled_turn_ids:
             return False
-        return await self._fail(
+        outcome = await self._fail(
             turn,
             "max_deliveries",
             f"The storyteller could not finish this turn after {deliveries} attempts.",
             stream_seq,
         )
+        return outcome is None
 
     async def _fail(
         self, turn: TurnRequested, code: str, reason: str, request_seq: int | None
-    ) -> bool:
-        """Publish the turn's TurnFailed, unless the stream already holds its outcome (a
-        narration published before a crash must not be followed by a failure)."""
+    ) -> NarrationCompleted | TurnFailed | None:
+        """Publish the turn's TurnFailed (None) unless the stream already holds its outcome
+        (returned: a narration published before a crash must not be followed by a failure)."""
         outcome = await self._log.settled(turn.session_id, turn.turn_id)
         if outcome is not None:
             log.info("turn %s already has %s; no turn.failed", turn.turn_id, outcome.type)
-            return False
+            return outcome
         await self._bus.publish_event(
             TurnFailed(
                 event_id=event_id(turn.turn_id, TurnFailed.TYPE),
@@ -415,4 +475,4 @@ class Narrator:
                 request_seq=request_seq,
             )
         )
-        return True
+        return None

@@ -10,6 +10,7 @@ from nats.js.errors import NotFoundError
 
 from taleforge.contracts import (
     STREAM_NAME,
+    ImageRequested,
     InvalidEvent,
     NarrationCompleted,
     SessionStarted,
@@ -51,6 +52,16 @@ class JetStreamStoryLog:
             except InvalidEvent:
                 pass
             seq = int(msg.seq or seq) + 1
+
+    async def image_requested(self, session_id: uuid.UUID, image_id: uuid.UUID) -> bool:
+        """Is there an ImageRequested for `image_id` on the stream?"""
+        last = await self._last(session_id, ImageRequested.TYPE)
+        if isinstance(last, ImageRequested) and last.image_id == image_id:
+            return True
+        async for event in self._each(session_id, ImageRequested.TYPE):
+            if isinstance(event, ImageRequested) and event.image_id == image_id:
+                return True
+        return False
 
     async def settled(
         self, session_id: uuid.UUID, turn_id: uuid.UUID
