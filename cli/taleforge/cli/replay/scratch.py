@@ -72,6 +72,9 @@ class ScratchStoryLog:
     ) -> NarrationCompleted | TurnFailed | None:
         return None
 
+    async def image_requested(self, session_id: uuid.UUID, image_id: uuid.UUID) -> bool:
+        return False  # never asked: no replayed turn is settled
+
 
 class TurnSettings:
     """A `SettingsSource` that answers with the settings chosen for the turn in hand."""
