@@ -37,10 +37,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.database_url,
         pool_pre_ping=True,
-        # A burst of turns each holds a connection for a few statements; with the default
+        # A burst of turns each holds a connection for a few statements; with SQLAlchemy's
         # 5 kept (+10 overflow) most of a burst opened and closed new ones (TLS offer, auth,
-        # a server process each). 20 kept, 30 at most per replica.
-        pool_size=20,
+        # a server process each). Kept + 10 overflow is the most per replica.
+        pool_size=settings.db_pool_size,
         # Each statement sees what persistence has committed before it; `wait_for_session`
         # polls inside one transaction and relies on that.
         isolation_level="READ COMMITTED",

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     db_connect_timeout_s: float = Field(
         5.0, gt=0, validation_alias=_env("API_DB_CONNECT_TIMEOUT_S")
     )
+    db_pool_size: int = Field(20, ge=1, le=500, validation_alias=_env("API_DB_POOL_SIZE"))
     # The Postgres role the read queries run as, with the player's JWT claims set per
     # transaction, so row-level security applies. The login in DATABASE_URL must be allowed
     # to SET ROLE to it (on Supabase: `authenticated`). Empty: keep the login's own role.
