@@ -54,7 +54,7 @@ from taleforge.narrator.history import (
 )
 from taleforge.narrator.live_settings import LiveSettings
 from taleforge.narrator.model import NarrationModel
-from taleforge.narrator.narration import Narrator, NarratorConfig, RetryPolicy
+from taleforge.narrator.narration import Narrator, NarratorConfig
 from taleforge.narrator.settings import Settings
 from taleforge.narrator.story import SessionState
 from taleforge.narrator.tokens import make_counter
@@ -161,19 +161,7 @@ def scratch_narrator(
         story_log=ScratchStoryLog(history.started),
         settings=live,
         counter=make_counter(settings.tokenizer),
-        config=NarratorConfig(
-            retry=RetryPolicy(
-                max_deliver=settings.max_deliver,
-                backoff_s=settings.retry_backoff_s,
-                backoff_max_s=settings.retry_backoff_max_s,
-                heartbeat_s=settings.ack_wait_s / 3,
-                jitter=settings.retry_jitter,
-            ),
-            image_style=settings.image_style,
-            prices=settings.prices,
-            api=settings.api,
-            fold_keep_fraction=settings.fold_keep_fraction,
-        ),
+        config=NarratorConfig.from_settings(settings),
     )
 
 

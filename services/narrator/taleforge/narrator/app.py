@@ -21,7 +21,7 @@ from taleforge.narrator.adapters.story_log import JetStreamStoryLog
 from taleforge.narrator.dispatch import SessionDispatcher
 from taleforge.narrator.handlers import handle_message
 from taleforge.narrator.model import NarrationModel
-from taleforge.narrator.narration import FirstDeltaObserver, Narrator, NarratorConfig, RetryPolicy
+from taleforge.narrator.narration import FirstDeltaObserver, Narrator, NarratorConfig
 from taleforge.narrator.restore import Restorer
 from taleforge.narrator.settings import Settings
 from taleforge.narrator.telemetry import TracedModel, consuming
@@ -70,19 +70,7 @@ class NarratorRuntime:
             story_log=JetStreamStoryLog(js),
             settings=self._live,
             counter=make_counter(settings.tokenizer),
-            config=NarratorConfig(
-                retry=RetryPolicy(
-                    max_deliver=settings.max_deliver,
-                    backoff_s=settings.retry_backoff_s,
-                    backoff_max_s=settings.retry_backoff_max_s,
-                    heartbeat_s=settings.ack_wait_s / 3,
-                    jitter=settings.retry_jitter,
-                ),
-                image_style=settings.image_style,
-                prices=settings.prices,
-                api=settings.api,
-                fold_keep_fraction=settings.fold_keep_fraction,
-            ),
+            config=NarratorConfig.from_settings(settings),
             observer=self._observer,
         )
 

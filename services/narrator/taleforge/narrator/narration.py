@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from taleforge.contracts import (
     Envelope,
@@ -50,6 +50,9 @@ from taleforge.narrator.prompting import build_prompt
 from taleforge.narrator.recording import fold_event, prompt_record
 from taleforge.narrator.story import SessionState
 from taleforge.narrator.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from taleforge.narrator.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,23 @@ class NarratorConfig:
     prices: dict[str, ModelPrice]
     api: str = "responses"
     fold_keep_fraction: float = 0.5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NarratorConfig:
+        """The configuration the service runs with (the replay CLI re-narrates with it too)."""
+        return cls(
+            retry=RetryPolicy(
+                max_deliver=settings.max_deliver,
+                backoff_s=settings.retry_backoff_s,
+                backoff_max_s=settings.retry_backoff_max_s,
+                heartbeat_s=settings.ack_wait_s / 3,
+                jitter=settings.retry_jitter,
+            ),
+            image_style=settings.image_style,
+            prices=settings.prices,
+            api=settings.api,
+            fold_keep_fraction=settings.fold_keep_fraction,
+        )
 
 
 def event_id(turn_id: uuid.UUID, name: str) -> uuid.UUID:
