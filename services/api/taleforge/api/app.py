@@ -41,7 +41,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # 5 kept (+10 overflow) most of a burst opened and closed new ones (TLS offer, auth,
         # a server process each). Kept + 10 overflow is the most per replica.
         pool_size=settings.db_pool_size,
-        # Each statement sees what persistence has committed before it; `wait_for_session`
+        # Each statement sees what persistence has committed before it; `story_reads.poll`
         # polls inside one transaction and relies on that.
         isolation_level="READ COMMITTED",
         connect_args={"timeout": settings.db_connect_timeout_s},

@@ -12,9 +12,7 @@ that forgot its `user_id` filter.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from typing import Any
 from uuid import UUID
 
@@ -131,27 +129,6 @@ async def get_session(conn: AsyncConnection, session_id: UUID, user_id: UUID) ->
         story_sessions.c.id == session_id, story_sessions.c.user_id == user_id
     )
     return (await conn.execute(query)).first()
-
-
-async def wait_for_session(
-    conn: AsyncConnection,
-    session_id: UUID,
-    user_id: UUID,
-    *,
-    timeout_s: float,
-    interval_s: float = 0.02,
-) -> Row[Any] | None:
-    """Poll until persistence has projected the session, or `timeout_s` passes.
-
-    One transaction throughout (still the player's): at READ COMMITTED, the engine's
-    isolation, each poll sees what persistence has committed since.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        row = await get_session(conn, session_id, user_id)
-        if row is not None or time.monotonic() >= deadline:
-            return row
-        await asyncio.sleep(interval_s)
 
 
 async def get_turn(conn: AsyncConnection, turn_id: UUID, user_id: UUID) -> Row[Any] | None:

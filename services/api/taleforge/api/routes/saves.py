@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taleforge.api.adapters import read_model, story_reads
 from taleforge.api.deps import Bus, CurrentUser, DbSession, SettingsDep
-from taleforge.api.routes.sessions import owned_session, session_detail
+from taleforge.api.routes.sessions import owned_session, session_detail, until_projected
 from taleforge.api.session_models import (
     MAX_OFFSET,
     PAGE_LIMIT,
@@ -90,11 +90,7 @@ async def create_save(
         title=body.title,
     )
     await bus.publish(event)
-    row = await story_reads.poll(
-        lambda: story_reads.get_save(db, event.save_id, user.id),
-        timeout_s=settings.session_visible_timeout_s,
-        interval_s=settings.session_poll_interval_s,
-    )
+    row = await until_projected(settings, lambda: story_reads.get_save(db, event.save_id, user.id))
     if row is not None:
         return save_public(row)
     response.status_code = 202
@@ -160,11 +156,7 @@ async def load_save(
         row = await read_model.get_session(db, save.session_id, user.id)
         return row if row is not None and row.head_turn_id == save.turn_id else None
 
-    row = await story_reads.poll(
-        restored,
-        timeout_s=settings.session_visible_timeout_s,
-        interval_s=settings.session_poll_interval_s,
-    )
+    row = await until_projected(settings, restored)
     if row is None:
         response.status_code = 202
         row = session
@@ -193,9 +185,5 @@ async def delete_save(
     async def gone() -> bool:
         return await story_reads.get_save(db, save_id, user.id) is None
 
-    done = await story_reads.poll(
-        gone,
-        timeout_s=settings.session_visible_timeout_s,
-        interval_s=settings.session_poll_interval_s,
-    )
+    done = await until_projected(settings, gone)
     return Response(status_code=204 if done else 202)

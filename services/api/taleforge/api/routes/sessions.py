@@ -8,7 +8,8 @@ the change is readable and answers 202 instead when persistence has not caught u
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 from uuid import UUID, uuid4, uuid5
 
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -35,6 +36,7 @@ from taleforge.api.turn_views import turn_public
 from taleforge.contracts import SessionDeleted, SessionRenamed, SessionStarted
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
@@ -95,11 +97,13 @@ async def owned_session(db: AsyncConnection, session_id: UUID, user_id: UUID) ->
     return row
 
 
-def _poll(settings: Settings) -> dict[str, float]:
-    return {
-        "timeout_s": settings.session_visible_timeout_s,
-        "interval_s": settings.session_poll_interval_s,
-    }
+async def until_projected(settings: Settings, check: Callable[[], Awaitable[T]]) -> T | None:
+    """`check()` until it answers (truthy), within API_SESSION_VISIBLE_TIMEOUT_S; else None."""
+    return await story_reads.poll(
+        check,
+        timeout_s=settings.session_visible_timeout_s,
+        interval_s=settings.session_poll_interval_s,
+    )
 
 
 @router.post(
@@ -146,12 +150,8 @@ async def create_session(
         scenario=scenario.snapshot,
     )
     await bus.publish(event)
-    row = await read_model.wait_for_session(
-        db,
-        event.session_id,
-        user.id,
-        timeout_s=settings.session_visible_timeout_s,
-        interval_s=settings.session_poll_interval_s,
+    row = await until_projected(
+        settings, lambda: read_model.get_session(db, event.session_id, user.id)
     )
     if row is not None:
         return session_public(row)
@@ -240,7 +240,7 @@ async def rename_session(
         current = await read_model.get_session(db, session_id, user.id)
         return current if current is not None and current.title == body.title else None
 
-    updated = await story_reads.poll(renamed, **_poll(settings))
+    updated = await until_projected(settings, renamed)
     if updated is not None:
         return session_public(updated)
     response.status_code = 202
@@ -268,6 +268,6 @@ async def delete_session(
     async def gone() -> bool:
         return await read_model.get_session(db, session_id, user.id) is None
 
-    if await story_reads.poll(gone, **_poll(settings)):
+    if await until_projected(settings, gone):
         return Response(status_code=204)
     return Response(status_code=202)

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Response
 from sqlalchemy import Row
 
-from taleforge.api.adapters import admin_reads, story_reads
+from taleforge.api.adapters import admin_reads
 from taleforge.api.admin_models import AdminScenario, ScenarioCreate, ScenarioWrite
 from taleforge.api.deps import AdminUser, Bus, SettingsDep
 from taleforge.api.routes.admin.deps import FORBIDDEN, AdminDb
+from taleforge.api.routes.sessions import until_projected
 from taleforge.api.session_models import Responses
 from taleforge.contracts import ScenarioDeleted, ScenarioUpserted
 from taleforge.contracts.events import SLUG_PATTERN
@@ -68,11 +69,7 @@ async def _upsert(
         row = await admin_reads.get_scenario(db, slug)
         return row if row is not None and row.updated_at == event.occurred_at else None
 
-    row = await story_reads.poll(
-        projected,
-        timeout_s=settings.session_visible_timeout_s,
-        interval_s=settings.session_poll_interval_s,
-    )
+    row = await until_projected(settings, projected)
     if row is not None:
         return scenario_public(row)
     response.status_code = 202
@@ -149,9 +146,5 @@ async def delete_scenario(
     async def gone() -> bool:
         return await admin_reads.get_scenario(db, scenario_id) is None
 
-    done = await story_reads.poll(
-        gone,
-        timeout_s=settings.session_visible_timeout_s,
-        interval_s=settings.session_poll_interval_s,
-    )
+    done = await until_projected(settings, gone)
     return Response(status_code=204 if done else 202)
