@@ -80,6 +80,22 @@ async def _illustrator(nats: AdminNatsDep) -> IllustratorSettingsPublic:
     )
 
 
+async def _change_template(
+    kind: ImageKind, workflow: str | None, admin: AdminUser, bus: Bus, nats: AdminNatsDep
+) -> IllustratorSettingsPublic:
+    """Store `kind`'s template (None: back to the shipped one), record it, answer the set."""
+    revision = await nats.change_template(kind.value, workflow)
+    await bus.publish(
+        SettingsChanged(
+            user_id=admin.id,
+            service="illustrator",
+            changes={kind.value: workflow},
+            revision=revision,
+        )
+    )
+    return await _illustrator(nats)
+
+
 @router.get("/illustrator", response_model=IllustratorSettingsPublic, responses=FORBIDDEN)
 async def read_illustrator_settings(nats: AdminNatsDep) -> IllustratorSettingsPublic:
     """Which workflow template each image kind renders with."""
@@ -99,16 +115,7 @@ async def register_template(
     fill fails with the reason), as `python -m taleforge.illustrator templates register`
     does before storing."""
     workflow = json.dumps(body.workflow, indent=1)
-    revision = await nats.change_template(kind.value, workflow)
-    await bus.publish(
-        SettingsChanged(
-            user_id=admin.id,
-            service="illustrator",
-            changes={kind.value: workflow},
-            revision=revision,
-        )
-    )
-    return await _illustrator(nats)
+    return await _change_template(kind, workflow, admin, bus, nats)
 
 
 @router.delete(
@@ -122,13 +129,7 @@ async def restore_shipped_template(
     """Go back to the template shipped with the illustrator (old versions stay readable)."""
     if kind.value not in await nats.templates():
         raise HTTPException(404, f"the {kind.value} template is already the shipped one")
-    revision = await nats.change_template(kind.value, None)
-    await bus.publish(
-        SettingsChanged(
-            user_id=admin.id, service="illustrator", changes={kind.value: None}, revision=revision
-        )
-    )
-    return await _illustrator(nats)
+    return await _change_template(kind, None, admin, bus, nats)
 
 
 @router.get("/history", response_model=list[SettingsChangePublic], responses=FORBIDDEN)
