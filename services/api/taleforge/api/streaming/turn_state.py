@@ -114,7 +114,7 @@ class TurnState:
         if isinstance(event, NarrationCompleted):
             self.completed = event
             for image_id in event.image_ids or []:
-                self.images.setdefault(image_id, _Image(image_id))
+                self._image(image_id)
             return SseEvent(
                 "narration.completed",
                 NarrationCompletedEvent(
@@ -129,7 +129,7 @@ class TurnState:
             self.failed = event
             return None  # the end event says it
         if isinstance(event, ImageRequested):
-            self.images.setdefault(event.image_id, _Image(event.image_id)).kind = str(event.kind)
+            self._image(event.image_id).kind = str(event.kind)
             return SseEvent(
                 "image.requested",
                 ImageRequestedEvent(
@@ -137,7 +137,7 @@ class TurnState:
                 ),
             )
         if isinstance(event, ImageCompleted):
-            self.images.setdefault(event.image_id, _Image(event.image_id)).status = "completed"
+            self._image(event.image_id).status = "completed"
             return SseEvent(
                 "image.ready",
                 ImageReadyEvent(
@@ -149,7 +149,7 @@ class TurnState:
                 ),
             )
         if isinstance(event, ImageFailed):
-            image = self.images.setdefault(event.image_id, _Image(event.image_id))
+            image = self._image(event.image_id)
             image.status, image.error = "failed", event.reason
             return SseEvent(
                 "image.failed",
@@ -158,6 +158,10 @@ class TurnState:
                 ),
             )
         return None
+
+    def _image(self, image_id: UUID) -> _Image:
+        """The turn's image `image_id`, pending until an event says otherwise."""
+        return self.images.setdefault(image_id, _Image(image_id))
 
     # ---- LIVE -----------------------------------------------------------------------------
 
