@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -16,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 from taleforge.contracts import TurnRequested
 
 from .conftest import Rows
-from .stream_support import SSE, FakeNarrator, SseReader, auth, replica
+from .stream_support import SSE, FakeNarrator, SseEvent, SseReader, auth, replica
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +46,30 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def _session(db: asyncpg.Connection, player: uuid.UUID) -> uuid.UUID:
-    return await Rows(db).session(player)
+async def _player_with_session(db: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
+    """A new player and a session of theirs in the read model."""
+    player = uuid.uuid4()
+    return player, await Rows(db).session(player)
+
+
+async def _stream_while(
+    narrating: Coroutine[Any, Any, object],
+    http: httpx.AsyncClient,
+    base_url: str,
+    player: uuid.UUID,
+    session_id: uuid.UUID,
+) -> list[SseEvent]:
+    """POST a turn as SSE while `narrating` runs; every event up to the end."""
+    narrator_task = asyncio.create_task(narrating)
+    async with http.stream(
+        "POST",
+        f"{base_url}/api/story/progress",
+        json=_progress(session_id),
+        headers={**auth(player), **SSE},
+    ) as response:
+        events = await SseReader(response).until_end()
+    await narrator_task
+    return events
 
 
 def _progress(session_id: uuid.UUID, text: str = "I light the lantern.") -> dict[str, str]:
@@ -56,8 +79,7 @@ def _progress(session_id: uuid.UUID, text: str = "I light the lantern.") -> dict
 async def test_a_turn_streams_every_event_in_order_and_ends(  # type: ignore[no-untyped-def]
     replicas, narrator, http, db
 ) -> None:
-    player = uuid.uuid4()
-    session_id = await _session(db, player)
+    player, session_id = await _player_with_session(db)
     image_id = uuid.uuid4()
 
     async def narrate() -> TurnRequested:
@@ -125,8 +147,7 @@ async def test_a_turn_streams_every_event_in_order_and_ends(  # type: ignore[no-
 async def test_a_dropped_stream_resumes_on_another_replica_without_gap_or_repeat(  # type: ignore[no-untyped-def]
     replicas, narrator, http, db
 ) -> None:
-    player = uuid.uuid4()
-    session_id = await _session(db, player)
+    player, session_id = await _player_with_session(db)
     first, second = replicas
     seen: list[str] = []
     last_id = None
@@ -177,8 +198,7 @@ async def test_a_dropped_stream_resumes_on_another_replica_without_gap_or_repeat
 async def test_resume_by_post_with_last_event_id_and_from_the_start(  # type: ignore[no-untyped-def]
     replicas, narrator, http, db
 ) -> None:
-    player = uuid.uuid4()
-    session_id = await _session(db, player)
+    player, session_id = await _player_with_session(db)
     first, second = replicas
     accepted = await http.post(
         f"{first}/api/story/progress",
@@ -214,8 +234,7 @@ async def test_resume_by_post_with_last_event_id_and_from_the_start(  # type: ig
 async def test_a_retried_narration_resets_and_stale_pieces_are_dropped(  # type: ignore[no-untyped-def]
     replicas, narrator, http, db
 ) -> None:
-    player = uuid.uuid4()
-    session_id = await _session(db, player)
+    player, session_id = await _player_with_session(db)
 
     async def narrate() -> None:
         turn = await narrator.next_request(session_id)
@@ -224,15 +243,7 @@ async def test_a_retried_narration_resets_and_stale_pieces_are_dropped(  # type:
         await narrator.deltas(turn, ["late!"], attempt=1)  # a zombie attempt, still talking
         await narrator.completed(turn, "A dark night.")
 
-    narrating = asyncio.create_task(narrate())
-    async with http.stream(
-        "POST",
-        f"{replicas[0]}/api/story/progress",
-        json=_progress(session_id),
-        headers={**auth(player), **SSE},
-    ) as response:
-        events = await SseReader(response).until_end()
-    await narrating
+    events = await _stream_while(narrate(), http, replicas[0], player, session_id)
 
     deltas = [e.data for e in events if e.event == "narration.delta"]
     assert [(d["attempt"], d["reset"], d["text"]) for d in deltas] == [
@@ -251,22 +262,13 @@ async def test_a_retried_narration_resets_and_stale_pieces_are_dropped(  # type:
 async def test_a_failed_turn_ends_the_stream_with_turn_failed(  # type: ignore[no-untyped-def]
     replicas, narrator, http, db
 ) -> None:
-    player = uuid.uuid4()
-    session_id = await _session(db, player)
+    player, session_id = await _player_with_session(db)
 
     async def narrate() -> None:
         turn = await narrator.next_request(session_id)
         await narrator.failed(turn, "The storyteller could not be reached.")
 
-    narrating = asyncio.create_task(narrate())
-    async with http.stream(
-        "POST",
-        f"{replicas[0]}/api/story/progress",
-        json=_progress(session_id),
-        headers={**auth(player), **SSE},
-    ) as response:
-        events = await SseReader(response).until_end()
-    await narrating
+    events = await _stream_while(narrate(), http, replicas[0], player, session_id)
     assert [e.event for e in events] == ["turn.accepted", "turn.failed"]
     assert events[-1].data["status"] == "failed"
     assert events[-1].data["error"] == "The storyteller could not be reached."
@@ -276,8 +278,7 @@ async def test_a_failed_turn_ends_the_stream_with_turn_failed(  # type: ignore[n
 async def test_a_plain_post_waits_for_the_result_or_answers_202(  # type: ignore[no-untyped-def]
     replicas, narrator, http, db
 ) -> None:
-    player = uuid.uuid4()
-    session_id = await _session(db, player)
+    player, session_id = await _player_with_session(db)
     image_id = uuid.uuid4()
 
     async def narrate() -> None:
@@ -314,8 +315,7 @@ async def test_a_plain_post_waits_for_the_result_or_answers_202(  # type: ignore
 
 
 async def test_cursors_are_checked(replicas, narrator, http, db) -> None:  # type: ignore[no-untyped-def]
-    player = uuid.uuid4()
-    session_id = await _session(db, player)
+    player, session_id = await _player_with_session(db)
     accepted = await http.post(
         f"{replicas[0]}/api/story/progress",
         json=_progress(session_id),
