@@ -287,6 +287,21 @@ class ImageFailed(Envelope):
     )
 
 
+class DeliveryExhausted(Envelope):
+    """JetStream gave up delivering a stream message to a consumer (its MAX_DELIVERIES
+    advisory, translated by persistence). The consumer's owner fails the request for the
+    player unless it already has an outcome. Envelope ids are the original request's."""
+
+    TYPE = "delivery.exhausted"
+    type: Literal["delivery.exhausted"] = "delivery.exhausted"
+    schema_version: Literal[1] = 1
+    consumer: str = Field(min_length=1, description="The durable consumer that gave up.")
+    request_seq: int = Field(ge=1, description="Stream sequence of the message it gave up on.")
+    request_type: str = Field(description="That message's type, e.g. turn.requested.")
+    deliveries: NonNegativeInt = Field(description="Deliveries the server made.")
+    image_id: UUID | None = Field(default=None, description="Set when it is an image request.")
+
+
 # Sessions, saves, scenarios and settings are events too, so a replay rebuilds all of it.
 
 
@@ -424,6 +439,7 @@ STREAM_EVENTS: tuple[type[Envelope], ...] = (
     ImageRequested,
     ImageCompleted,
     ImageFailed,
+    DeliveryExhausted,
     SessionRenamed,
     SessionDeleted,
     SaveCreated,
@@ -447,6 +463,7 @@ StoryEvent = Annotated[
     | ImageRequested
     | ImageCompleted
     | ImageFailed
+    | DeliveryExhausted
     | SessionRenamed
     | SessionDeleted
     | SaveCreated

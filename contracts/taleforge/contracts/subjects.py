@@ -25,7 +25,7 @@ LIVE_STREAM_SUBJECTS = (f"{LIVE_PREFIX}.>",)
 IMAGE_BUCKET = "taleforge-images"
 MSG_ID_HEADER = "Nats-Msg-Id"
 # Captures JetStream's MAX_DELIVERIES advisories for STORY's consumers (core-NATS advisories
-# are lost when nobody listens), so the owning service turns each into a failure event.
+# are lost when nobody listens); persistence turns each into a `delivery.exhausted` event.
 ADVISORY_STREAM_NAME = "ADVISORIES"
 MAX_DELIVERIES_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
