@@ -11,7 +11,13 @@ from taleforge.cli.replay.command import _redacted
 from taleforge.cli.replay.renarrate import Comparison, ReplayReport, Version
 from taleforge.cli.replay.render import side_by_side, totals
 from taleforge.cli.stream import Retention
-from taleforge.contracts import InputType, NarrationCompleted, TokenUsage, TurnRequested
+from taleforge.contracts import (
+    DeliveryExhausted,
+    InputType,
+    NarrationCompleted,
+    TokenUsage,
+    TurnRequested,
+)
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -39,6 +45,10 @@ def test_key_fields_say_what_a_reader_needs() -> None:
     assert line.endswith('…"')
     turn = TurnRequested(**ids, input_type=InputType.SPEECH, text="Who  goes\nthere?")
     assert key_fields(turn) == 'speech: "Who goes there?"'
+    exhausted = DeliveryExhausted(
+        **ids, consumer="narrator", request_seq=42, request_type="turn.requested", deliveries=5
+    )
+    assert key_fields(exhausted) == "narrator gave up on turn.requested #42 (5x)"
 
 
 def test_retention_is_explained_with_its_limits() -> None:

@@ -99,6 +99,9 @@ def key_fields(event: Any) -> str:
         )
     if kind in ("turn.failed", "image.failed"):
         return f"{event.code}: {clip(event.reason)}"
+    if kind == "delivery.exhausted":
+        seq, deliveries = event.request_seq, event.deliveries
+        return f"{event.consumer} gave up on {event.request_type} #{seq} ({deliveries}x)"
     if kind == "image.requested":
         return f'{event.kind.value} {str(event.image_id)[:8]}: "{clip(event.prompt, 40)}"'
     if kind == "image.completed":

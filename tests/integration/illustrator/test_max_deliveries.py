@@ -1,7 +1,8 @@
 """Each image request ends in exactly one outcome, whatever killed its deliveries.
 
 - A request whose deliveries all die (fetched, never acked) while no illustrator runs is
-  failed with `max_deliveries` by the next illustrator (advisory kept in ADVISORIES).
+  failed with `max_deliveries` by the next illustrator (advisory kept in ADVISORIES,
+  turned into a `delivery.exhausted` event by persistence).
 - A request that already has an outcome on the stream (ImageCompleted published just
   before a crash) gets no ImageFailed, neither from the advisory nor from a failing retry.
 """
@@ -29,6 +30,8 @@ from taleforge.contracts import (
 )
 from taleforge.contracts.subjects import ADVISORY_STREAM_NAME
 from taleforge.illustrator.adapters.bus import CONSUMER_NAME, ensure_consumer
+
+from ...support import translate_advisories, wait_until_idle
 
 pytestmark = pytest.mark.integration
 
@@ -76,23 +79,6 @@ async def publish(js: JetStreamContext, event: Any) -> int:
     )
 
 
-async def wait_until_idle(js: JetStreamContext, stream: str, durable: str, delivered: int) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            try:
-                info = await js.consumer_info(stream, durable)
-            except NotFoundError:  # created by the service as it starts
-                await asyncio.sleep(0.1)
-                continue
-            if (
-                not info.num_pending
-                and not info.num_ack_pending
-                and info.delivered.stream_seq >= delivered
-            ):
-                return
-            await asyncio.sleep(0.1)
-
-
 async def test_requests_out_of_deliveries_fail_once_unless_they_have_an_outcome(
     harness: Any,
 ) -> None:
@@ -115,10 +101,12 @@ async def test_requests_out_of_deliveries_fail_once_unless_they_have_an_outcome(
             except NatsTimeoutError:
                 pass
     await sub.unsubscribe()
+    await translate_advisories(js, 2)  # persistence: two delivery.exhausted on STORY
+    last = (await js.stream_info(STREAM_NAME)).state.last_seq
 
     settings = harness.settings("http://127.0.0.1:9", ack_wait_s=1, max_deliver=2)
     async with harness.running(settings):
-        await wait_until_idle(js, ADVISORY_STREAM_NAME, f"{CONSUMER_NAME}-advisories", 2)
+        await wait_until_idle(js, STREAM_NAME, CONSUMER_NAME, last)
 
     [failed] = await outcomes(js, lost)
     assert isinstance(failed, ImageFailed) and failed.code == "max_deliveries"

@@ -2,7 +2,8 @@
 
 The narrator "dies" on every delivery (the test fetches the message and never acks it), so
 JetStream gives up (MAX_DELIVERIES) while no narrator runs; persistence's ADVISORIES stream
-keeps the advisory, and the narrator started afterwards fails the turn for the player.
+keeps the advisory, persistence turns it into a `delivery.exhausted` event, and the narrator
+started afterwards fails the turn for the player.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from taleforge.narrator.adapters.consumer import prepare_jetstream
 from taleforge.narrator.app import create_app
 from taleforge.narrator.settings import Settings
 from taleforge.persistence.adapters.event_log import ensure_stream
+
+from ...support import translate_advisories, wait_until_idle
 
 pytestmark = pytest.mark.integration
 
@@ -115,24 +118,13 @@ async def test_a_turn_out_of_deliveries_fails_once_and_a_settled_one_is_left_alo
     )
     await js.publish(earlier.subject(), earlier.to_bytes())  # no msg id: never deduplicated
     await exhaust(js, settings.consumer_name, count=2, max_deliver=2)
+    await translate_advisories(js, 2)  # persistence: two delivery.exhausted on STORY
+    last = (await js.stream_info(STREAM_NAME)).state.last_seq
 
     app = create_app(settings)
     await app.start()
     try:
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    info = await js.consumer_info(ADVISORY_STREAM_NAME, "narrator-advisories")
-                except NotFoundError:  # the narrator creates it as it starts
-                    await asyncio.sleep(0.1)
-                    continue
-                if (
-                    info.num_pending == 0
-                    and info.num_ack_pending == 0
-                    and info.delivered.stream_seq >= 2
-                ):
-                    break
-                await asyncio.sleep(0.1)
+        await wait_until_idle(js, STREAM_NAME, settings.consumer_name, last)
     finally:
         await app.stop()
 

@@ -2,12 +2,14 @@
 
 `turn.failed` / `image.failed` with a "kept failing" code (max_deliveries, or the narrator's
 provider_unavailable after its retries) is recorded in `dead_letters` at the stream
-sequence of the request; other failures are not. Once per event, and a rebuild of the log
-makes the same rows.
+sequence of the request; other failures are not. The `delivery.exhausted` persistence
+translates from the server's MAX_DELIVERIES advisory (which the owning service answers with
+that failure) adds no row of its own. Once per event, and a rebuild makes the same rows.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +19,7 @@ import nats
 import pytest
 
 from taleforge.contracts import (
+    DeliveryExhausted,
     Envelope,
     ImageFailed,
     ImageRequested,
@@ -25,6 +28,7 @@ from taleforge.contracts import (
     TurnFailed,
     publish_headers,
 )
+from taleforge.persistence.adapters.advisories import exhausted_event
 from taleforge.persistence.adapters.event_log import ensure_stream
 from taleforge.persistence.adapters.repository import Repository
 from taleforge.persistence.rebuild import rebuild
@@ -74,7 +78,15 @@ async def test_failures_that_kept_failing_are_dead_letters_and_rebuild_makes_the
     await publish(pictured)
     usage = TokenUsage(input_tokens=1, output_tokens=1, total_tokens=2)
     request = ImageRequested(**story.ids(pictured.turn_id), image_id=image_id, prompt="a bell")
+
+    def exhausted(consumer: str, original: Envelope, seq: int, n: int) -> DeliveryExhausted:
+        advisory = {"stream": "STORY", "consumer": consumer, "stream_seq": seq, "deliveries": n}
+        event = exhausted_event(json.dumps(advisory).encode(), original.to_bytes(), seq)
+        assert event is not None
+        return event
+
     failures: list[Envelope] = [
+        exhausted("narrator", lost, lost_seq, 5),
         TurnFailed(
             **story.ids(lost.turn_id),
             code="max_deliveries",
@@ -87,6 +99,8 @@ async def test_failures_that_kept_failing_are_dead_letters_and_rebuild_makes_the
     for event in failures:
         await publish(event)
     image_seq = await publish(request)
+    await publish(image_exhausted := exhausted("illustrator", request, image_seq, 3))
+    assert image_exhausted.image_id == image_id
     image_failed = ImageFailed(
         **story.ids(pictured.turn_id),
         image_id=image_id,
@@ -95,7 +109,7 @@ async def test_failures_that_kept_failing_are_dead_letters_and_rebuild_makes_the
         request_seq=image_seq,
     )
     await publish(image_failed)
-    events = [*log, lost, refused, pictured, *failures, request, image_failed]
+    events = [*log, lost, refused, pictured, *failures, request, image_exhausted, image_failed]
     try:
         for event in [*events, *events]:  # the second pass is a redelivery: no change
             await repo.apply_event(event, seqs[event.event_id])

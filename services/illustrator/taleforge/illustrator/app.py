@@ -7,25 +7,16 @@ from typing import Any
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
-from nats.js.api import RawStreamMsg
 
-from taleforge.contracts import (
-    ImageCompleted,
-    ImageFailed,
-    ImageRequested,
-    InvalidEvent,
-    parse_event,
-    tracing,
-)
-from taleforge.illustrator.adapters.advisories import AdvisoryLoop
+from taleforge.contracts import ImageCompleted, ImageFailed, tracing
 from taleforge.illustrator.adapters.bus import (
-    CONSUMER_NAME,
     character_descriptions,
     ensure_consumer,
     wait_for_stream,
 )
 from taleforge.illustrator.adapters.comfyui_pool import BackendPool
 from taleforge.illustrator.adapters.consumer import PullWorkers
+from taleforge.illustrator.adapters.exhausted import exhausted_requests
 from taleforge.illustrator.adapters.object_store import ImageStore
 from taleforge.illustrator.adapters.outcomes import image_outcomes
 from taleforge.illustrator.adapters.supabase_storage import SupabaseImageStore
@@ -63,11 +54,10 @@ def create_app(
         health_interval_s=settings.health_interval_s,
     )
     workers: PullWorkers | None = None
-    advisories: AdvisoryLoop | None = None
     image_store: Store | None = None
 
     async def start() -> None:
-        nonlocal workers, image_store, advisories
+        nonlocal workers, image_store
         await broker.connect()
         nc = broker.connection
         js = nc.jetstream()
@@ -106,26 +96,15 @@ def create_app(
             identities,
             image_outcomes(js),
         )
+        # JetStream gave up on a request (killed on its last delivery, an outage): the
+        # image fails for the player unless it already has an outcome.
+        on_exhausted = exhausted_requests(js, illustrator)
         workers = PullWorkers(
             js,
-            lambda msg: render_image(msg, illustrator, settings),
+            lambda msg: render_image(msg, illustrator, settings, on_exhausted),
             concurrency=settings.concurrency,
         )
         await workers.start()
-
-        async def exhausted(original: RawStreamMsg, deliveries: int) -> None:
-            # JetStream gave up on a request (killed on its last delivery, an outage):
-            # the image fails for the player unless it already has an outcome.
-            try:
-                request = parse_event(original.data or b"")
-            except InvalidEvent:
-                return  # malformed requests are terminated, never failed for a player
-            if isinstance(request, ImageRequested):
-                reason = f"gave up after {deliveries} deliveries without a result"
-                await illustrator.fail(request, "max_deliveries", reason, original.seq)
-
-        advisories = AdvisoryLoop(js, CONSUMER_NAME, exhausted)
-        await advisories.start()
         log.info(
             "illustrator ready: %d ComfyUI backend(s) %s, storage %s, concurrency %d",
             len(settings.backend_urls),
@@ -135,8 +114,6 @@ def create_app(
         )
 
     async def stop_workers() -> None:
-        if advisories is not None:
-            await advisories.stop()
         if workers is not None:
             await workers.stop(settings.graceful_timeout_s)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from nats.aio.msg import Msg
 
-from taleforge.contracts import ImageRequested, InvalidEvent, parse_event
+from taleforge.contracts import DeliveryExhausted, ImageRequested, InvalidEvent, parse_event
 from taleforge.illustrator.adapters.comfyui import ComfyUIError
 from taleforge.illustrator.rendering import Illustrator
 from taleforge.illustrator.settings import Settings
@@ -43,9 +43,17 @@ def backoff_s(settings: Settings, attempt: int) -> float:
     return float(min(settings.retry_backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
 
 
-async def render_image(msg: Msg, illustrator: Illustrator, settings: Settings) -> None:
+async def render_image(
+    msg: Msg,
+    illustrator: Illustrator,
+    settings: Settings,
+    on_exhausted: Callable[[DeliveryExhausted], Awaitable[None]] | None = None,
+) -> None:
     try:
         request = parse_event(msg.data)
+        if isinstance(request, DeliveryExhausted) and on_exhausted is not None:
+            await exhausted(msg, request, on_exhausted, settings)
+            return
         if not isinstance(request, ImageRequested):
             raise InvalidEvent(f"expected image.requested, got {request.type}")
     except InvalidEvent as exc:
@@ -91,5 +99,21 @@ async def render_image(msg: Msg, illustrator: Illustrator, settings: Settings) -
     except Exception:
         log.exception("could not publish image.failed for %s; will retry", request.image_id)
         await msg.nak(delay=backoff_s(settings, attempt))
+        return
+    await msg.ack()
+
+
+async def exhausted(
+    msg: Msg,
+    event: DeliveryExhausted,
+    on_exhausted: Callable[[DeliveryExhausted], Awaitable[None]],
+    settings: Settings,
+) -> None:
+    """A request JetStream gave up on (adapters/exhausted.py); ack once it is handled."""
+    try:
+        await on_exhausted(event)
+    except Exception:
+        log.exception("could not fail exhausted request %d; will retry", event.request_seq)
+        await msg.nak(delay=backoff_s(settings, msg.metadata.num_delivered or 1))
         return
     await msg.ack()

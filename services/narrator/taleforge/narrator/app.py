@@ -7,12 +7,10 @@ import logging
 from faststream import FastStream
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
-from nats.js.api import RawStreamMsg
 
-from taleforge.contracts import InvalidEvent, TurnRequested, parse_event
-from taleforge.narrator.adapters.advisories import AdvisoryLoop
 from taleforge.narrator.adapters.bus import NatsBus
 from taleforge.narrator.adapters.consumer import FetchLoop, prepare_jetstream
+from taleforge.narrator.adapters.exhausted import ExhaustedTurns
 from taleforge.narrator.adapters.openai_client import OpenAINarrationModel
 from taleforge.narrator.adapters.session_events import JetStreamSessionEvents
 from taleforge.narrator.adapters.session_store import KvSessionStore, open_bucket
@@ -46,7 +44,6 @@ class NarratorRuntime:
         self.model: NarrationModel = llm or self._own_model  # type: ignore[assignment]
         self._observer = observer
         self._loop: FetchLoop | None = None
-        self._advisories: AdvisoryLoop | None = None
         self._live: KvSettings | None = None
         self.dispatcher: SessionDispatcher[Msg] | None = None
 
@@ -74,26 +71,15 @@ class NarratorRuntime:
             observer=self._observer,
         )
 
+        exhausted = ExhaustedTurns(js, settings.consumer_name, narrator)
+
         async def handle(msg: Msg) -> None:
             with consuming(msg, settings.consumer_name):
-                await handle_message(msg, narrator, restorer)
+                await handle_message(msg, narrator, restorer, exhausted)
 
         self.dispatcher = SessionDispatcher(handle)
         self._loop = FetchLoop(js, settings, self.dispatcher)
         await self._loop.start()
-
-        async def exhausted(original: RawStreamMsg, deliveries: int) -> None:
-            try:
-                event = parse_event(original.data or b"")
-            except InvalidEvent:
-                return  # malformed messages are terminated, never failed for a player
-            if isinstance(event, TurnRequested) and await narrator.give_up(
-                event, int(original.seq or 0), deliveries
-            ):
-                log.warning("turn %s failed: out of deliveries", event.turn_id)
-
-        self._advisories = AdvisoryLoop(js, settings.consumer_name, exhausted)
-        await self._advisories.start()
         log.info(
             "narrator ready: api=%s model=%s concurrency=%d budget=%d tokens",
             settings.api,
@@ -107,9 +93,6 @@ class NarratorRuntime:
         loop, self._loop = self._loop, None
         if loop is not None:
             await loop.stop()
-        advisories, self._advisories = self._advisories, None
-        if advisories is not None:
-            await advisories.stop()
         if self.dispatcher is not None:
             # Queued, unstarted messages are redelivered after ack_wait; in-flight ones finish.
             await self.dispatcher.drain(self.settings.graceful_timeout_s)

@@ -8,12 +8,14 @@ import time
 from nats.aio.msg import Msg
 
 from taleforge.contracts import (
+    DeliveryExhausted,
     InvalidEvent,
     SessionRestored,
     SessionStarted,
     TurnRequested,
     parse_event,
 )
+from taleforge.narrator.adapters.exhausted import ExhaustedTurns
 from taleforge.narrator.narration import Narrator
 from taleforge.narrator.restore import Restorer
 
@@ -43,11 +45,15 @@ class JetStreamDelivery:
         await self._msg.in_progress()
 
 
-async def handle_message(msg: Msg, narrator: Narrator, restorer: Restorer) -> None:
+async def handle_message(
+    msg: Msg, narrator: Narrator, restorer: Restorer, exhausted: ExhaustedTurns
+) -> None:
     delivery = JetStreamDelivery(msg)
     try:
         event = parse_event(msg.data)
-        if not isinstance(event, TurnRequested | SessionStarted | SessionRestored):
+        if not isinstance(
+            event, TurnRequested | SessionStarted | SessionRestored | DeliveryExhausted
+        ):
             raise InvalidEvent(f"unexpected {event.type} on {msg.subject}", event_type=event.type)
     except InvalidEvent as exc:
         log.error("terminating malformed message on %s: %s", msg.subject, exc.reason)
@@ -56,6 +62,9 @@ async def handle_message(msg: Msg, narrator: Narrator, restorer: Restorer) -> No
     try:
         if isinstance(event, SessionRestored):
             await restorer.restore(event, delivery)
+        elif isinstance(event, DeliveryExhausted):
+            await exhausted.handle(event)
+            await delivery.ack()
         else:
             await narrator.handle(event, delivery)
     except Exception:

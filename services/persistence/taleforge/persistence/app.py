@@ -5,6 +5,7 @@ from __future__ import annotations
 from faststream import FastStream
 from faststream.nats import NatsBroker
 
+from taleforge.persistence.adapters.advisories import AdvisoryTranslator
 from taleforge.persistence.adapters.repository import Repository, create_engine
 from taleforge.persistence.bootstrap import declare_event_log, migrate_database
 from taleforge.persistence.consumer import EventConsumer
@@ -33,6 +34,7 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
         batch_size=settings.persistence_batch_size,
     )
     app = FastStream(broker)
+    advisories: list[AdvisoryTranslator] = []
 
     @app.on_startup
     async def prepare() -> None:
@@ -42,10 +44,17 @@ def create_app(settings: Settings, *, repository: Repository | None = None) -> F
 
     @app.after_startup
     async def consume() -> None:
-        await consumer.start(broker.connection.jetstream())
+        js = broker.connection.jetstream()
+        await consumer.start(js)
+        # MAX_DELIVERIES advisories (ADVISORIES stream) become delivery.exhausted events.
+        translator = AdvisoryTranslator(js)
+        await translator.start()
+        advisories.append(translator)
 
     @app.on_shutdown
     async def drain() -> None:
+        while advisories:
+            await advisories.pop().stop()
         await consumer.stop(settings.persistence_graceful_timeout_s)
 
     @app.after_shutdown

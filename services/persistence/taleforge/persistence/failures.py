@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taleforge.contracts import (
+    DeliveryExhausted,
     ImageFailed,
     ImageRequested,
     TurnFailed,
@@ -43,3 +44,9 @@ async def record_failed_request(conn: AsyncConnection, event: TurnFailed | Image
     )
     # The projection may have dead-lettered the request itself already: keep that record.
     await conn.execute(statement.on_conflict_do_nothing(index_elements=[dead_letters.c.stream_seq]))
+
+
+async def note_exhausted(conn: AsyncConnection, event: DeliveryExhausted) -> None:
+    """No row: the owning service answers a `delivery.exhausted` with its turn.failed /
+    image.failed max_deliveries (dead-lettered above), or with nothing when the request has
+    an outcome. One failure, one row; a rebuild makes the same."""

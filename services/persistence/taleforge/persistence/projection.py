@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taleforge.contracts import (
     NO_SESSION,
     DeadLetterRetried,
+    DeliveryExhausted,
     ImageCompleted,
     ImageFailed,
     ImageRequested,
@@ -373,6 +374,7 @@ PROJECTIONS: dict[str, Callable[[AsyncConnection, Any], Awaitable[None]]] = {
     ImageRequested.TYPE: request_image,
     ImageCompleted.TYPE: complete_image,
     ImageFailed.TYPE: fail_image,
+    DeliveryExhausted.TYPE: failures.note_exhausted,
     SessionRenamed.TYPE: story_lines.rename_session,
     SessionDeleted.TYPE: story_lines.delete_session,
     SaveCreated.TYPE: story_lines.create_save,

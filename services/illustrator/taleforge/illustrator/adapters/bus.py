@@ -12,6 +12,7 @@ from nats.js.errors import NotFoundError
 
 from taleforge.contracts import (
     STREAM_NAME,
+    DeliveryExhausted,
     ImageRequested,
     InvalidEvent,
     SessionStarted,
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 CONSUMER_NAME = "illustrator"
 REQUEST_FILTER = events_filter(event_type=ImageRequested.TYPE)
+# Requests JetStream gave up delivering to us (persistence translates the advisories).
+EXHAUSTED_FILTER = events_filter(event_type=DeliveryExhausted.TYPE)
 
 
 async def wait_for_stream(js: JetStreamContext, *, max_delay_s: float = 5.0) -> None:
@@ -46,7 +49,7 @@ async def ensure_consumer(
     """Create or update the durable consumer; FastStream would keep a stale config."""
     config = ConsumerConfig(
         durable_name=CONSUMER_NAME,
-        filter_subject=REQUEST_FILTER,
+        filter_subjects=[REQUEST_FILTER, EXHAUSTED_FILTER],  # nats-server >= 2.10
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait_s,

@@ -30,13 +30,17 @@ SESSION_STARTED_FILTER = events_filter(event_type="session.started")
 # Loading a save rewinds the session's state (restore.py), in order with its turns.
 SESSION_RESTORED_FILTER = events_filter(event_type="session.restored")
 NARRATOR_FILTERS = [SESSION_STARTED_FILTER, TURN_REQUESTED_FILTER, SESSION_RESTORED_FILTER]
+# Messages JetStream gave up delivering to us (persistence translates the advisories): not
+# story input (a replay skips them), but in order with the session's turns on our consumer.
+DELIVERY_EXHAUSTED_FILTER = events_filter(event_type="delivery.exhausted")
+CONSUMER_FILTERS = [*NARRATOR_FILTERS, DELIVERY_EXHAUSTED_FILTER]
 
 
 def consumer_config(settings: Settings) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=settings.consumer_name,
         # Several filters need nats-server >= 2.10.
-        filter_subjects=NARRATOR_FILTERS,
+        filter_subjects=CONSUMER_FILTERS,
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=settings.ack_wait_s,
@@ -61,7 +65,7 @@ async def prepare_jetstream(settings: Settings, js: JetStreamContext) -> None:
     """Wait for the stream, then create or update our consumer."""
     await wait_for_stream(js)
     await js.add_consumer(STREAM_NAME, consumer_config(settings))
-    log.info("consumer %s is ready on %s", settings.consumer_name, NARRATOR_FILTERS)
+    log.info("consumer %s is ready on %s", settings.consumer_name, CONSUMER_FILTERS)
 
 
 def session_key(subject: str) -> str:

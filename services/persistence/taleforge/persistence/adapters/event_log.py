@@ -73,9 +73,10 @@ def live_stream_config(
 
 
 def advisory_stream_config(*, max_age_s: float = 7 * 24 * 3600, replicas: int = 1) -> StreamConfig:
-    # The server's MAX_DELIVERIES advisories for STORY's consumers, kept so the narrator and
-    # the illustrator turn every message they gave up on into a failure event the player
-    # sees, even when they were down when the server published it (core NATS keeps nothing).
+    # The server's MAX_DELIVERIES advisories for STORY's consumers, kept (core NATS keeps
+    # nothing) until our translator (adapters/advisories.py) turns each into a
+    # delivery.exhausted event, which the narrator and the illustrator answer with the
+    # failure the player sees, even when they were down when the server published it.
     return StreamConfig(
         name=ADVISORY_STREAM_NAME,
         subjects=[max_deliveries_subject()],
